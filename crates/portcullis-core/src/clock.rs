@@ -27,7 +27,6 @@ pub type SharedClock = Arc<dyn Clock>;
 
 /// The system clock.
 #[derive(Clone, Copy, Debug, Default)]
-#[non_exhaustive]
 pub struct SystemClock;
 
 impl Clock for SystemClock {

@@ -547,6 +547,15 @@ impl From<FailureReason> for Rejection {
     }
 }
 
+#[cfg(feature = "tonic")]
+impl From<Rejection> for tonic::Status {
+    /// The reason's gRPC code with its fixed description as the message.
+    fn from(rejection: Rejection) -> Self {
+        let code = tonic::Code::from_i32(rejection.grpc_code().as_i32());
+        Self::new(code, rejection.reason().description())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

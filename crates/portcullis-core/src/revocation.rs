@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use crate::{Clock, SharedClock, StoreError, StoreErrorKind, SystemClock};
+use crate::{SharedClock, StoreError, StoreErrorKind, SystemClock};
 
 /// The parts of a verified token a revocation check looks at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

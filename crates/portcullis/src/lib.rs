@@ -1,1 +1,84 @@
-//! facade
+//! Composable [tower] middleware for authentication and authorization.
+//!
+//! Any hyper, axum or tonic application assembles its own auth pipeline from
+//! Portcullis layers. Layers speak only `http` types, never call each other,
+//! and talk through request and response extensions (see
+//! [`portcullis_core::outcome`]): an authenticator puts a [`Principal`] on
+//! the request; every rejection is a response carrying a [`Rejection`] and
+//! an [`AuthOutcome`], never a `Service::Error`.
+//!
+//! | layer | module | feature |
+//! | --- | --- | --- |
+//! | `JwtLayer`: bearer-JWT authentication, key rotation, remote JWKS, revocation; `TokenIssuer` for access/refresh pairs | [`jwt`] | `jwt`, `jwks` |
+//! | `RequireLayer`: scope and role checks | [`authorize`] | `authorize` |
+//! | `ClientIpLayer`: client address without trusting spoofed headers | [`client_ip`] | `client-ip` |
+//!
+//! # Feature flags
+//!
+//! | feature | default | what it adds |
+//! | --- | --- | --- |
+//! | `jwt` | no | [`jwt`]: `JwtLayer`, `JwtVerifier`, keys, `TokenIssuer` |
+//! | `jwks` | no | remote JWKS over HTTP (implies `jwt`) |
+//! | `authorize` | no | [`authorize`]: `RequireLayer` |
+//! | `client-ip` | no | [`client_ip`]: `ClientIpLayer` |
+//! | `axum` | no | `Principal` extractor, `ConnectInfo` support, axum bodies for rejections |
+//! | `tonic` | no | `From<Rejection> for tonic::Status`, `NamedService` forwarding, tonic bodies |
+//! | `tracing` | no | `trace!` events at decisions (target `portcullis::rejection`) |
+//! | `full` | no | all of the above |
+//!
+//! # Ordering
+//!
+//! Outermost first, as `ServiceBuilder` reads: audit → client IP → block
+//! list / rate limit → lockout → CAPTCHA → CSRF → authenticate (`JwtLayer`)
+//! → authorize (`RequireLayer`) → handler. With axum's `Router::layer`, the
+//! last layer added is the outermost.
+//!
+//! # Example (axum)
+//!
+//! ```
+//! # #[cfg(all(feature = "axum", feature = "jwt", feature = "authorize"))]
+//! # {
+//! use axum::{Router, routing::get};
+//! use portcullis::authorize::RequireLayer;
+//! use portcullis::jwt::{Algorithm, JwtLayer, JwtVerifier, KeySet, VerifyingKey};
+//! use portcullis_core::Principal;
+//!
+//! async fn me(principal: Principal) -> String {
+//!     principal.subject().to_owned()
+//! }
+//!
+//! # fn main() -> Result<(), portcullis::ConfigError> {
+//! let keys = KeySet::new().with_key(VerifyingKey::hmac(Algorithm::HS256, "an-example-secret-of-32-bytes-or-more!")?)?;
+//! let app: Router = Router::new()
+//!     .route("/orders", get(me).layer(RequireLayer::scopes(["orders:read"])))
+//!     .route("/me", get(me))
+//!     .layer(JwtLayer::new(JwtVerifier::builder(keys).audience("orders-api").build()?));
+//! # let _ = app; Ok(()) }
+//! # main().unwrap();
+//! # }
+//! ```
+//!
+//! [tower]: https://docs.rs/tower
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub use portcullis_core as core;
+#[doc(inline)]
+pub use portcullis_core::{
+    AuthMethod, AuthOutcome, Challenge, Clock, FailureReason, FakeClock, MemoryRevocationStore,
+    Principal, PrincipalKind, Rejection, RevocationStore, StoreError, StoreErrorKind, SystemClock,
+};
+
+mod error;
+mod macros;
+pub mod rejection;
+
+#[cfg(feature = "authorize")]
+pub mod authorize;
+#[cfg(feature = "client-ip")]
+pub mod client_ip;
+#[cfg(feature = "jwt")]
+pub mod jwt;
+#[cfg(feature = "tonic")]
+mod tonic_support;
+
+pub use error::ConfigError;
