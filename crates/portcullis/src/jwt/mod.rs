@@ -148,3 +148,5 @@ pub use verifier::{
     DEFAULT_LEEWAY, DEFAULT_MAX_LIFETIME, DEFAULT_MAX_TOKEN_LEN, JwtVerifier, JwtVerifierBuilder,
     TypPolicy, VerifiedToken,
 };
+#[cfg(test)]
+mod tests;
