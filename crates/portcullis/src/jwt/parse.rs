@@ -50,7 +50,9 @@ pub(crate) fn split(token: &str) -> Result<Segments<'_>, JwtError> {
     else {
         return Err(JwtError::Malformed("not three segments"));
     };
-    if header.is_empty() || payload.is_empty() || signature.is_empty() {
+    // An empty payload is a valid JWS (RFC 7515); it is never a valid JWT
+    // and fails later, when the claims are read.
+    if header.is_empty() || signature.is_empty() {
         return Err(JwtError::Malformed("empty segment"));
     }
     Ok(Segments {
