@@ -482,10 +482,10 @@ impl Rejection {
             params.push(("error", error));
             params.push(("error_description", self.reason.description()));
         }
-        if self.reason == FailureReason::InsufficientPermissions {
-            if let Some(scope) = self.required_scope() {
-                params.push(("scope", scope));
-            }
+        if self.reason == FailureReason::InsufficientPermissions
+            && let Some(scope) = self.required_scope()
+        {
+            params.push(("scope", scope));
         }
         for (i, (name, val)) in params.iter().enumerate() {
             value.push_str(if i == 0 { " " } else { ", " });

@@ -352,11 +352,11 @@ impl RevocationStore for MemoryRevocationStore {
     ) -> Result<bool, StoreError> {
         let now = self.clock.now();
         let mut state = self.write();
-        if let Some(exp) = state.tokens.get_mut(token_id) {
-            if *exp > now {
-                *exp = (*exp).max(expires_at);
-                return Ok(false);
-            }
+        if let Some(exp) = state.tokens.get_mut(token_id)
+            && *exp > now
+        {
+            *exp = (*exp).max(expires_at);
+            return Ok(false);
         }
         if expires_at <= now {
             // Already expired: nothing to remember, but the caller did revoke it.
@@ -410,15 +410,15 @@ impl RevocationStore for MemoryRevocationStore {
 
     async fn is_revoked(&self, token: &TokenRef<'_>) -> Result<bool, StoreError> {
         let state = self.read();
-        if let Some(id) = token.token_id {
-            if state.tokens.contains_key(id) {
-                return Ok(true);
-            }
+        if let Some(id) = token.token_id
+            && state.tokens.contains_key(id)
+        {
+            return Ok(true);
         }
-        if let Some(family) = token.family {
-            if state.families.contains_key(family) {
-                return Ok(true);
-            }
+        if let Some(family) = token.family
+            && state.families.contains_key(family)
+        {
+            return Ok(true);
         }
         if let Some((mark, _)) = state.subjects.get(token.subject) {
             // Second resolution on `iat`: a token issued in the same second
@@ -442,7 +442,7 @@ fn truncate_to_second(t: SystemTime) -> SystemTime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::FakeClock;
+    use crate::{Clock, FakeClock};
 
     fn token<'a>(id: Option<&'a str>, subject: &'a str, iat: Option<SystemTime>) -> TokenRef<'a> {
         TokenRef {

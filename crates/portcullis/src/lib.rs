@@ -4,8 +4,11 @@
 //! Portcullis layers. Layers speak only `http` types, never call each other,
 //! and talk through request and response extensions (see
 //! [`portcullis_core::outcome`]): an authenticator puts a [`Principal`] on
-//! the request; every rejection is a response carrying a [`Rejection`] and
-//! an [`AuthOutcome`], never a `Service::Error`.
+//! the request; every rejection is a response carrying a [`Rejection`],
+//! never a `Service::Error`, and authenticators also attach an
+//! [`AuthOutcome`] (success or failure) that lockout and audit layers read.
+//! Authorization failures (`RequireLayer`) carry only the `Rejection`: they
+//! are not failed logins.
 //!
 //! | layer | module | feature |
 //! | --- | --- | --- |

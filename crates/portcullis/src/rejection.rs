@@ -220,10 +220,10 @@ pub fn http_response<B: RejectionBody>(rejection: &Rejection, problem: bool) -> 
 
 /// `WWW-Authenticate` and `Retry-After`, for custom responders to reuse.
 pub fn add_standard_headers(headers: &mut HeaderMap, rejection: &Rejection) {
-    if let Some(challenge) = rejection.www_authenticate() {
-        if let Ok(value) = HeaderValue::try_from(challenge) {
-            headers.insert(header::WWW_AUTHENTICATE, value);
-        }
+    if let Some(challenge) = rejection.www_authenticate()
+        && let Ok(value) = HeaderValue::try_from(challenge)
+    {
+        headers.insert(header::WWW_AUTHENTICATE, value);
     }
     if let Some(after) = rejection.retry_after() {
         let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);

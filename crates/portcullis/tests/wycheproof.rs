@@ -17,6 +17,7 @@
 //! weak-key rule refuses, so its base64 edge cases are covered by the
 //! parser's own unit tests instead (`jwt::parse::tests`).
 #![cfg(feature = "jwt")]
+#![allow(clippy::unwrap_used)] // a malformed vector file is a test failure
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,17 +27,50 @@ use serde_json::Value;
 
 /// `json_web_signature_test.json`: tcId → why we differ.
 const JWS_EXCEPTIONS: &[(u64, &str)] = &[
-    (346, "one key, one algorithm: a PS384 token is refused by a key bound to PS256 (RFC 8725 §3.1)"),
-    (347, "ES512 (P-521) is not a supported algorithm: the key is refused"),
-    (350, "one key, one algorithm: a PS384 token is refused by a key bound to PS256 (RFC 8725 §3.1)"),
-    (351, "ES512 (P-521) is not a supported algorithm: the key is refused"),
-    (357, "the `base64` group's HMAC key is 32 zero bytes: refused by the weak-key rule (RFC 8725 §3.5)"),
-    (358, "the `base64` group's HMAC key is 32 zero bytes: refused by the weak-key rule (RFC 8725 §3.5)"),
-    (359, "the `base64` group's HMAC key is 32 zero bytes: refused by the weak-key rule (RFC 8725 §3.5)"),
-    (372, "label anomaly: `?` inserted into the header is labelled valid; we refuse any non-base64url character"),
-    (373, "label anomaly: `?` inserted into the payload is labelled valid; we refuse any non-base64url character"),
-    (376, "the `base64` group's HMAC key is 32 zero bytes: refused by the weak-key rule (RFC 8725 §3.5)"),
-    (377, "the `base64` group's HMAC key is 32 zero bytes: refused by the weak-key rule (RFC 8725 §3.5)"),
+    (
+        346,
+        "one key, one algorithm: a PS384 token is refused by a key bound to PS256 (RFC 8725 §3.1)",
+    ),
+    (
+        347,
+        "ES512 (P-521) is not a supported algorithm: the key is refused",
+    ),
+    (
+        350,
+        "one key, one algorithm: a PS384 token is refused by a key bound to PS256 (RFC 8725 §3.1)",
+    ),
+    (
+        351,
+        "ES512 (P-521) is not a supported algorithm: the key is refused",
+    ),
+    (
+        357,
+        "the `base64` group's HMAC key is 32 zero bytes: refused by the weak-key rule (RFC 8725 §3.5)",
+    ),
+    (
+        358,
+        "the `base64` group's HMAC key is 32 zero bytes: refused by the weak-key rule (RFC 8725 §3.5)",
+    ),
+    (
+        359,
+        "the `base64` group's HMAC key is 32 zero bytes: refused by the weak-key rule (RFC 8725 §3.5)",
+    ),
+    (
+        372,
+        "label anomaly: `?` inserted into the header is labelled valid; we refuse any non-base64url character",
+    ),
+    (
+        373,
+        "label anomaly: `?` inserted into the payload is labelled valid; we refuse any non-base64url character",
+    ),
+    (
+        376,
+        "the `base64` group's HMAC key is 32 zero bytes: refused by the weak-key rule (RFC 8725 §3.5)",
+    ),
+    (
+        377,
+        "the `base64` group's HMAC key is 32 zero bytes: refused by the weak-key rule (RFC 8725 §3.5)",
+    ),
 ];
 
 /// `json_web_crypto_test.json` (JWS groups only; JWE is out of scope).
@@ -48,7 +82,9 @@ const JWK_EXCEPTIONS: &[(u64, &str)] = &[];
 fn vectors_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("PORTCULLIS_VECTORS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors"));
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
+        });
     let dir = dir.join("wycheproof");
     if dir.is_dir() {
         return Some(dir);
@@ -60,7 +96,10 @@ fn vectors_dir() -> Option<PathBuf> {
     );
     #[allow(clippy::print_stderr)]
     {
-        eprintln!("SKIPPED: Wycheproof vectors not found at {}; set PORTCULLIS_VECTORS to run them", dir.display());
+        eprintln!(
+            "SKIPPED: Wycheproof vectors not found at {}; set PORTCULLIS_VECTORS to run them",
+            dir.display()
+        );
     }
     None
 }
@@ -71,9 +110,14 @@ fn verifier_for(material: &Value) -> Option<JwtVerifier> {
     let keys = if material.get("keys").is_some() {
         KeySet::from_jwks(&material.to_string()).ok()?
     } else {
-        KeySet::new().with_key(VerifyingKey::from_jwk(&material.to_string()).ok()?).ok()?
+        KeySet::new()
+            .with_key(VerifyingKey::from_jwk(&material.to_string()).ok()?)
+            .ok()?
     };
-    JwtVerifier::builder(keys).algorithms(Algorithm::ALL).build().ok()
+    JwtVerifier::builder(keys)
+        .algorithms(Algorithm::ALL)
+        .build()
+        .ok()
 }
 
 /// Runs every JWS vector of `file`, returning (count, tcId → (expected, got)).
@@ -83,7 +127,10 @@ fn run(file: &str) -> Option<(usize, BTreeMap<u64, (String, bool)>)> {
     let mut count = 0;
     let mut differ = BTreeMap::new();
     for group in doc["testGroups"].as_array().unwrap() {
-        let material = group.get("public").or_else(|| group.get("private")).unwrap();
+        let material = group
+            .get("public")
+            .or_else(|| group.get("private"))
+            .unwrap();
         let verifier = verifier_for(material);
         for test in group["tests"].as_array().unwrap() {
             let Some(jws) = test.get("jws").and_then(Value::as_str) else {
@@ -91,7 +138,9 @@ fn run(file: &str) -> Option<(usize, BTreeMap<u64, (String, bool)>)> {
             };
             count += 1;
             let expected = test["result"].as_str().unwrap().to_owned();
-            let accepted = verifier.as_ref().is_some_and(|v| v.verify_signature(jws).is_ok());
+            let accepted = verifier
+                .as_ref()
+                .is_some_and(|v| v.verify_signature(jws).is_ok());
             let agrees = match expected.as_str() {
                 "valid" => accepted,
                 "invalid" => !accepted,
@@ -118,7 +167,10 @@ fn check(file: &str, exceptions: &[(u64, &str)], expected_count: usize) {
         .filter(|(_, (expected, accepted))| expected == "invalid" && *accepted)
         .map(|(id, _)| *id)
         .collect();
-    assert!(false_accepts.is_empty(), "{file}: false accepts {false_accepts:?}");
+    assert!(
+        false_accepts.is_empty(),
+        "{file}: false accepts {false_accepts:?}"
+    );
 }
 
 #[test]

@@ -28,7 +28,10 @@ use axum::{Extension, Json, Router};
 use portcullis::authorize::RequireLayer;
 use portcullis::jwt::{Algorithm, JwtLayer, SigningKey, TokenIssuer};
 use portcullis::rejection::{DefaultRejection, RespondToRejection};
-use portcullis::{AuthMethod, AuthOutcome, ConfigError, FailureReason, MemoryRevocationStore, Principal, PrincipalKind, Rejection};
+use portcullis::{
+    AuthMethod, AuthOutcome, ConfigError, FailureReason, MemoryRevocationStore, Principal,
+    PrincipalKind, Rejection,
+};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
@@ -50,23 +53,37 @@ pub struct AppState {
 /// When the secret is weak or the layers cannot be configured.
 pub fn app(secret: &[u8]) -> Result<Router, ConfigError> {
     let store = Arc::new(MemoryRevocationStore::default());
-    let issuer = TokenIssuer::builder(SigningKey::hmac(Algorithm::HS256, secret)?.with_kid("demo-1"), ISSUER)
-        .audience(AUDIENCE)
-        .build(Arc::clone(&store))?;
+    let issuer = TokenIssuer::builder(
+        SigningKey::hmac(Algorithm::HS256, secret)?.with_kid("demo-1"),
+        ISSUER,
+    )
+    .audience(AUDIENCE)
+    .build(Arc::clone(&store))?;
     let jwt = JwtLayer::new(issuer.access_verifier().build()?)
         .with_realm("portcullis-demo")
         .with_revocation(store);
-    let state = AppState { issuer: Arc::new(issuer) };
+    let state = AppState {
+        issuer: Arc::new(issuer),
+    };
 
     let api = Router::new()
         .route("/api/me", get(me))
-        .route("/api/orders", get(orders).layer(RequireLayer::scopes(["orders:read"])))
-        .route("/api/admin", get(admin).layer(RequireLayer::roles(["admin"])))
+        .route(
+            "/api/orders",
+            get(orders).layer(RequireLayer::scopes(["orders:read"])),
+        )
+        .route(
+            "/api/admin",
+            get(admin).layer(RequireLayer::roles(["admin"])),
+        )
         .route("/auth/logout-all", post(logout_all))
         .layer(jwt);
 
     Ok(Router::new()
-        .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/health",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
         .route("/auth/login", post(login))
         .route("/auth/refresh", post(refresh))
         .route("/auth/logout", post(logout))
@@ -101,11 +118,17 @@ struct RefreshRequest {
 /// Demo accounts: (username, password, scopes, roles).
 const USERS: &[(&str, &str, &[&str], &[&str])] = &[
     ("alice", "wonderland", &["orders:read"], &["user"]),
-    ("admin", "portcullis", &["orders:read", "orders:write"], &["admin"]),
+    (
+        "admin",
+        "portcullis",
+        &["orders:read", "orders:write"],
+        &["admin"],
+    ),
 ];
 
 fn reject(rejection: &Rejection) -> Response {
-    let mut response: Response = DefaultRejection::new().respond(&axum::http::HeaderMap::new(), rejection);
+    let mut response: Response =
+        DefaultRejection::new().respond(&axum::http::HeaderMap::new(), rejection);
     response.extensions_mut().insert(rejection.clone());
     response
 }
@@ -123,11 +146,21 @@ async fn login(State(state): State<AppState>, Json(login): Json<Login>) -> Respo
     let Some((user, scopes, roles)) = found else {
         let outcome = AuthOutcome::failure(AuthMethod::Password, FailureReason::InvalidCredentials)
             .with_identifier(login.username.chars().take(128).collect::<String>());
-        return (Extension(outcome), reject(&Rejection::new(FailureReason::InvalidCredentials))).into_response();
+        return (
+            Extension(outcome),
+            reject(&Rejection::new(FailureReason::InvalidCredentials)),
+        )
+            .into_response();
     };
-    let principal = Principal::new(user, PrincipalKind::User).with_scopes(scopes.iter().copied()).with_roles(roles.iter().copied());
+    let principal = Principal::new(user, PrincipalKind::User)
+        .with_scopes(scopes.iter().copied())
+        .with_roles(roles.iter().copied());
     match state.issuer.issue(&principal) {
-        Ok(pair) => (Extension(AuthOutcome::success(AuthMethod::Password, user)), Json(pair)).into_response(),
+        Ok(pair) => (
+            Extension(AuthOutcome::success(AuthMethod::Password, user)),
+            Json(pair),
+        )
+            .into_response(),
         Err(err) => reject(&err.to_rejection()),
     }
 }
@@ -147,7 +180,11 @@ async fn logout(State(state): State<AppState>, Json(body): Json<RefreshRequest>)
 }
 
 async fn logout_all(State(state): State<AppState>, principal: Principal) -> Response {
-    match state.issuer.revoke_all_for_subject(principal.subject()).await {
+    match state
+        .issuer
+        .revoke_all_for_subject(principal.subject())
+        .await
+    {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(_) => reject(&Rejection::new(FailureReason::UpstreamUnavailable)),
     }
@@ -163,7 +200,9 @@ async fn me(principal: Principal) -> Json<serde_json::Value> {
 }
 
 async fn orders(principal: Principal) -> Json<serde_json::Value> {
-    Json(serde_json::json!({"owner": principal.subject(), "orders": [{"id": 1, "item": "portcullis"}]}))
+    Json(
+        serde_json::json!({"owner": principal.subject(), "orders": [{"id": 1, "item": "portcullis"}]}),
+    )
 }
 
 async fn admin(principal: Principal) -> Json<serde_json::Value> {

@@ -13,7 +13,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .parse()?;
     let (secret, origin) = match std::env::var("PORTCULLIS_JWT_SECRET") {
         Ok(secret) => (secret, "from PORTCULLIS_JWT_SECRET"),
-        Err(_) => (demo::generate_secret(), "generated at start; set PORTCULLIS_JWT_SECRET to keep tokens across restarts"),
+        Err(_) => (
+            demo::generate_secret(),
+            "generated at start; set PORTCULLIS_JWT_SECRET to keep tokens across restarts",
+        ),
     };
     let app = demo::app(secret.as_bytes())?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -43,10 +46,13 @@ Refresh (rotation; replaying an old refresh token revokes the session):
     {
         println!("{banner}");
     }
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(())
 }

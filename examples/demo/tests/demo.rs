@@ -1,4 +1,5 @@
 //! The reference server, served on loopback and exercised over real HTTP.
+#![allow(clippy::unwrap_used)] // test helpers: a failure here is a test failure
 
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
@@ -17,11 +18,22 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { base, client: Client::builder(TokioExecutor::new()).build_http() }
+        Self {
+            base,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
     }
 
-    async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, hyper::HeaderMap, Value) {
-        let mut req = hyper::Request::builder().method(method).uri(format!("{}{path}", self.base));
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, hyper::HeaderMap, Value) {
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
         if let Some(token) = token {
             req = req.header("authorization", format!("Bearer {token}"));
         }
@@ -41,7 +53,14 @@ impl Server {
     }
 
     async fn login(&self, user: &str, password: &str) -> (u16, Value) {
-        let (status, _, body) = self.call("POST", "/auth/login", None, Some(json!({"username": user, "password": password}))).await;
+        let (status, _, body) = self
+            .call(
+                "POST",
+                "/auth/login",
+                None,
+                Some(json!({"username": user, "password": password})),
+            )
+            .await;
         (status, body)
     }
 }
@@ -53,7 +72,10 @@ async fn login_call_refresh_and_logout() {
 
     let (status, headers, body) = server.call("GET", "/api/me", None, None).await;
     assert_eq!(status, 401);
-    assert_eq!(headers["www-authenticate"], r#"Bearer realm="portcullis-demo""#);
+    assert_eq!(
+        headers["www-authenticate"],
+        r#"Bearer realm="portcullis-demo""#
+    );
     assert_eq!(body["error"], "missing_token");
 
     let (status, body) = server.login("alice", "wrong").await;
@@ -70,31 +92,85 @@ async fn login_call_refresh_and_logout() {
     let (status, _, me) = server.call("GET", "/api/me", Some(&access), None).await;
     assert_eq!(status, 200);
     assert_eq!(me["subject"], "alice");
-    assert_eq!(server.call("GET", "/api/orders", Some(&access), None).await.0, 200);
+    assert_eq!(
+        server
+            .call("GET", "/api/orders", Some(&access), None)
+            .await
+            .0,
+        200
+    );
     let (status, headers, body) = server.call("GET", "/api/admin", Some(&access), None).await;
     assert_eq!(status, 403);
     assert_eq!(body["error"], "insufficient_permissions");
-    assert!(headers["www-authenticate"].to_str().unwrap().contains("insufficient_scope"));
+    assert!(
+        headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("insufficient_scope")
+    );
 
     // The refresh token is not an access token.
-    assert_eq!(server.call("GET", "/api/me", Some(&refresh), None).await.0, 401);
+    assert_eq!(
+        server.call("GET", "/api/me", Some(&refresh), None).await.0,
+        401
+    );
 
     // Rotation, then reuse of the old refresh token revokes the family.
-    let (status, _, next) = server.call("POST", "/auth/refresh", None, Some(json!({"refresh_token": refresh}))).await;
+    let (status, _, next) = server
+        .call(
+            "POST",
+            "/auth/refresh",
+            None,
+            Some(json!({"refresh_token": refresh})),
+        )
+        .await;
     assert_eq!(status, 200);
     let next_access = next["access_token"].as_str().unwrap().to_owned();
-    let (status, _, body) = server.call("POST", "/auth/refresh", None, Some(json!({"refresh_token": refresh}))).await;
-    assert_eq!((status, body["error"].as_str()), (401, Some("token_revoked")));
+    let (status, _, body) = server
+        .call(
+            "POST",
+            "/auth/refresh",
+            None,
+            Some(json!({"refresh_token": refresh})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("token_revoked"))
+    );
     // Allow the revocation cache (2 s) to expire: the documented bound.
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    let (status, _, body) = server.call("GET", "/api/me", Some(&next_access), None).await;
-    assert_eq!((status, body["error"].as_str()), (401, Some("token_revoked")));
+    let (status, _, body) = server
+        .call("GET", "/api/me", Some(&next_access), None)
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("token_revoked"))
+    );
 
     // A fresh session for the admin: logout-all ends it.
     let (_, pair) = server.login("admin", "portcullis").await;
     let access = pair["access_token"].as_str().unwrap().to_owned();
-    assert_eq!(server.call("GET", "/api/admin", Some(&access), None).await.0, 200);
-    assert_eq!(server.call("POST", "/auth/logout-all", Some(&access), None).await.0, 204);
+    assert_eq!(
+        server
+            .call("GET", "/api/admin", Some(&access), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        server
+            .call("POST", "/auth/logout-all", Some(&access), None)
+            .await
+            .0,
+        204
+    );
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    assert_eq!(server.call("GET", "/api/admin", Some(&access), None).await.0, 401);
+    assert_eq!(
+        server
+            .call("GET", "/api/admin", Some(&access), None)
+            .await
+            .0,
+        401
+    );
 }

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use portcullis_core::{FailureReason, StoreError};
+use portcullis_core::FailureReason;
 
 /// Why a token was not accepted.
 ///
@@ -55,8 +55,9 @@ pub enum JwtError {
         /// The verified subject, for audit.
         subject: String,
     },
-    /// The revocation store or the key source could not answer.
-    Unavailable(Arc<StoreError>),
+    /// The revocation store or the key source could not answer: fail
+    /// closed with `503`, never `401`.
+    Unavailable(Arc<dyn std::error::Error + Send + Sync>),
 }
 
 impl JwtError {

@@ -15,7 +15,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
@@ -50,6 +50,8 @@ pub enum JwksError {
     Invalid(ConfigError),
     /// The JWKS held no usable signing key.
     NoUsableKeys,
+    /// The last fetch failed and the cooldown forbids another one yet.
+    StillFailing,
 }
 
 impl fmt::Display for JwksError {
@@ -61,6 +63,7 @@ impl fmt::Display for JwksError {
             Self::TooLarge => f.write_str("JWKS response too large"),
             Self::Invalid(err) => write!(f, "JWKS unreadable: {err}"),
             Self::NoUsableKeys => f.write_str("JWKS has no usable signing keys"),
+            Self::StillFailing => f.write_str("JWKS unavailable: the last fetch failed"),
         }
     }
 }
@@ -93,6 +96,7 @@ struct Inner {
     max_body: usize,
     fetches: AtomicU64,
     failures: AtomicU64,
+    last_failed: AtomicBool,
 }
 
 impl fmt::Debug for RemoteJwks {
@@ -196,6 +200,7 @@ impl RemoteJwksBuilder {
                 max_body: self.max_body,
                 fetches: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
+                last_failed: AtomicBool::new(false),
             }),
         };
         jwks.refresh().await?;
@@ -285,10 +290,12 @@ impl RemoteJwks {
                     .keys
                     .write()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
+                inner.last_failed.store(false, Ordering::Relaxed);
                 Ok(())
             }
             Err(err) => {
                 inner.failures.fetch_add(1, Ordering::Relaxed);
+                inner.last_failed.store(true, Ordering::Relaxed);
                 #[cfg(feature = "tracing")]
                 tracing::warn!(target: "portcullis::jwks", error = %err, "JWKS refresh failed; keeping previous keys");
                 Err(err)
@@ -306,21 +313,30 @@ impl RemoteJwks {
     }
 
     /// Called when a token names a `kid` we do not have. Returns whether the
-    /// keys may have changed (so verification is worth retrying).
-    pub(crate) async fn refresh_on_unknown_kid(&self) -> bool {
+    /// keys may have changed (so verification is worth retrying), or an
+    /// error when the endpoint cannot be reached: the caller then fails
+    /// closed instead of calling the token invalid.
+    pub(crate) async fn refresh_on_unknown_kid(&self) -> Result<bool, JwksError> {
+        let still_failing = || {
+            if self.inner.last_failed.load(Ordering::Relaxed) {
+                Err(JwksError::StillFailing)
+            } else {
+                Ok(false)
+            }
+        };
         if self.within_cooldown() {
-            return false;
+            return still_failing();
         }
         let before = self.current();
         let _flight = self.inner.single_flight.lock().await;
         // Another request may have refreshed while we waited.
         if !Arc::ptr_eq(&self.current(), &before) {
-            return true;
+            return Ok(true);
         }
         if self.within_cooldown() {
-            return false;
+            return still_failing();
         }
-        self.fetch_now().await.is_ok()
+        self.fetch_now().await.map(|()| true)
     }
 
     /// Spawns a task that refreshes the keys every refresh interval. It
@@ -335,7 +351,7 @@ impl RemoteJwks {
                 let Some(inner) = weak.upgrade() else {
                     break;
                 };
-                let _ = RemoteJwks { inner }.refresh().await;
+                let _ = Self { inner }.refresh().await;
             }
         })
     }

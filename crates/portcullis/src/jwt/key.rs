@@ -33,7 +33,8 @@ pub struct VerifyingKey {
 }
 
 enum Material {
-    Hmac(hmac::Key),
+    // Boxed: an HMAC key holds precomputed inner and outer hash states.
+    Hmac(Box<hmac::Key>),
     Public(signature::ParsedPublicKey),
 }
 
@@ -57,7 +58,7 @@ impl VerifyingKey {
         Ok(Self {
             kid: None,
             alg,
-            material: Arc::new(Material::Hmac(hmac::Key::new(digest, secret))),
+            material: Arc::new(Material::Hmac(Box::new(hmac::Key::new(digest, secret)))),
         })
     }
 
@@ -239,15 +240,15 @@ impl Jwk {
     pub fn to_key(&self, allow_symmetric: bool) -> Result<VerifyingKey, ConfigError> {
         let kid = self.kid.as_deref();
         let bad = |reason| ConfigError::invalid_key(kid, reason);
-        if let Some(u) = &self.use_ {
-            if u != "sig" {
-                return Err(bad("key `use` is not `sig`"));
-            }
+        if let Some(u) = &self.use_
+            && u != "sig"
+        {
+            return Err(bad("key `use` is not `sig`"));
         }
-        if let Some(ops) = &self.key_ops {
-            if !ops.iter().any(|op| op == "verify") {
-                return Err(bad("key `key_ops` does not include `verify`"));
-            }
+        if let Some(ops) = &self.key_ops
+            && !ops.iter().any(|op| op == "verify")
+        {
+            return Err(bad("key `key_ops` does not include `verify`"));
         }
         let kty = self.kty.as_deref().ok_or_else(|| bad("missing `kty`"))?;
         let alg = match self.alg.as_deref() {

@@ -75,12 +75,12 @@ impl KeySet {
         key: VerifyingKey,
         not_after: Option<SystemTime>,
     ) -> Result<Self, ConfigError> {
-        if let Some(kid) = key.kid() {
-            if self.entries.iter().any(|e| e.key.kid() == Some(kid)) {
-                return Err(ConfigError::DuplicateKeyId {
-                    kid: kid.chars().take(64).collect(),
-                });
-            }
+        if let Some(kid) = key.kid()
+            && self.entries.iter().any(|e| e.key.kid() == Some(kid))
+        {
+            return Err(ConfigError::DuplicateKeyId {
+                kid: kid.chars().take(64).collect(),
+            });
         }
         if self
             .entries
@@ -131,10 +131,10 @@ impl KeySet {
             if ambiguous {
                 continue;
             }
-            if let Ok(key) = jwk.to_key(false) {
-                if let Ok(next) = set.clone().with_key(key) {
-                    set = next;
-                }
+            if let Ok(key) = jwk.to_key(false)
+                && let Ok(next) = set.clone().with_key(key)
+            {
+                set = next;
             }
         }
         let skipped = total - set.len();
@@ -179,10 +179,10 @@ impl KeySet {
         let mut tried = false;
         for entry in self.entries.iter().filter(live) {
             let key = &entry.key;
-            if let Some(kid) = kid {
-                if key.kid() != Some(kid) {
-                    continue;
-                }
+            if let Some(kid) = kid
+                && key.kid() != Some(kid)
+            {
+                continue;
             }
             if key.algorithm() != alg {
                 continue;

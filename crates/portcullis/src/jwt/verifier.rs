@@ -160,14 +160,12 @@ impl fmt::Debug for JwtVerifier {
 
 impl JwtVerifier {
     /// A builder verifying with a fixed key set.
-    #[must_use]
     pub fn builder(keys: KeySet) -> JwtVerifierBuilder {
         JwtVerifierBuilder::new(KeySource::Static(Arc::new(keys)))
     }
 
     /// A builder verifying with keys from a remote JWKS.
     #[cfg(feature = "jwks")]
-    #[must_use]
     pub fn builder_remote(jwks: super::jwks::RemoteJwks) -> JwtVerifierBuilder {
         let mut builder = JwtVerifierBuilder::new(KeySource::Remote(jwks));
         builder.algorithms = Some(
@@ -198,13 +196,13 @@ impl JwtVerifier {
     /// As [`verify`](Self::verify).
     pub async fn verify_async(&self, token: &str) -> Result<VerifiedToken, JwtError> {
         match self.verify(token) {
-            Err(JwtError::UnknownKey) => {
-                if self.refresh_for_unknown_key().await {
-                    self.verify(token)
-                } else {
-                    Err(JwtError::UnknownKey)
-                }
-            }
+            Err(JwtError::UnknownKey) => match self.refresh_for_unknown_key().await {
+                Ok(true) => self.verify(token),
+                Ok(false) => Err(JwtError::UnknownKey),
+                // The key source cannot answer: fail closed with 503 rather
+                // than call a possibly valid token invalid.
+                Err(err) => Err(JwtError::Unavailable(err)),
+            },
             other => other,
         }
     }
@@ -218,11 +216,16 @@ impl JwtVerifier {
         }
     }
 
-    pub(crate) async fn refresh_for_unknown_key(&self) -> bool {
+    pub(crate) async fn refresh_for_unknown_key(
+        &self,
+    ) -> Result<bool, Arc<dyn std::error::Error + Send + Sync>> {
         match &self.keys {
-            KeySource::Static(_) => false,
+            KeySource::Static(_) => Ok(false),
             #[cfg(feature = "jwks")]
-            KeySource::Remote(remote) => remote.refresh_on_unknown_kid().await,
+            KeySource::Remote(remote) => remote
+                .refresh_on_unknown_kid()
+                .await
+                .map_err(|e| Arc::new(e) as Arc<dyn std::error::Error + Send + Sync>),
         }
     }
 
@@ -314,10 +317,10 @@ impl JwtVerifier {
                 }
             }
         }
-        if let Some(nbf) = claims.nbf {
-            if nbf > now.saturating_add(policy.leeway) {
-                return Err(JwtError::NotYetValid);
-            }
+        if let Some(nbf) = claims.nbf
+            && nbf > now.saturating_add(policy.leeway)
+        {
+            return Err(JwtError::NotYetValid);
         }
         if let Some(iat) = claims.iat {
             if iat > now.saturating_add(policy.leeway) {

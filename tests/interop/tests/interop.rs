@@ -1,0 +1,22 @@
+//! Cross-crate integration tests: Portcullis layers in axum, bare hyper and
+//! tonic servers, and a remote JWKS, all over real loopback HTTP.
+//!
+//! One test binary (one link) with a module per integration:
+//!
+//! - `with_axum`: `JwtLayer` + `RequireLayer` in an axum 0.8 router, the
+//!   `Principal` extractor, and the outcome protocol read by an outer layer;
+//! - `with_hyper`: `JwtLayer` around a `service_fn` served by hyper 1.x;
+//! - `with_tonic`: `JwtLayer` on a tonic 0.14 server with a hand-written
+//!   unary gRPC service (no protoc);
+//! - `jwks`: `RemoteJwks` against a local JWKS server whose keys change.
+
+#[path = "interop/common.rs"]
+mod common;
+#[path = "interop/jwks.rs"]
+mod jwks;
+#[path = "interop/axum.rs"]
+mod with_axum;
+#[path = "interop/hyper.rs"]
+mod with_hyper;
+#[path = "interop/tonic.rs"]
+mod with_tonic;
