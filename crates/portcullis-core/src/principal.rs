@@ -37,13 +37,18 @@ impl PrincipalKind {
 /// `request.extensions().get::<Principal>()` or, with the `axum` feature, as
 /// an extractor; authorization layers check its scopes and roles.
 ///
-/// `Principal` is cheap to clone: the claims are shared.
+/// `Principal` is cheap to clone: everything is behind one shared pointer.
 ///
 /// Its `Debug` output never shows claim values (they may hold emails or other
 /// personal data) and masks a subject that looks like an email address.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Principal {
-    subject: String,
+    inner: Arc<Inner>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct Inner {
+    subject: Arc<str>,
     kind: PrincipalKind,
     scopes: Vec<String>,
     roles: Vec<String>,
@@ -55,17 +60,23 @@ pub struct Principal {
 
 impl Principal {
     /// A principal for `subject` with no scopes, roles or claims.
-    pub fn new(subject: impl Into<String>, kind: PrincipalKind) -> Self {
+    pub fn new(subject: impl Into<Arc<str>>, kind: PrincipalKind) -> Self {
         Self {
-            subject: subject.into(),
+            inner: Arc::new(Inner {
+                subject: subject.into(),
             kind,
             scopes: Vec::new(),
             roles: Vec::new(),
             token_id: None,
             issued_at: None,
-            expires_at: None,
-            claims: None,
+                expires_at: None,
+                claims: None,
+            }),
         }
+    }
+
+    fn edit(&mut self) -> &mut Inner {
+        Arc::make_mut(&mut self.inner)
     }
 
     /// Sets the granted scopes.
@@ -75,7 +86,7 @@ impl Principal {
         I: IntoIterator<Item = T>,
         T: Into<String>,
     {
-        self.scopes = scopes.into_iter().map(Into::into).collect();
+        self.edit().scopes = scopes.into_iter().map(Into::into).collect();
         self
     }
 
@@ -86,28 +97,28 @@ impl Principal {
         I: IntoIterator<Item = T>,
         T: Into<String>,
     {
-        self.roles = roles.into_iter().map(Into::into).collect();
+        self.edit().roles = roles.into_iter().map(Into::into).collect();
         self
     }
 
     /// Sets the credential's identifier (a JWT `jti`, an API key id).
     #[must_use]
     pub fn with_token_id(mut self, token_id: impl Into<String>) -> Self {
-        self.token_id = Some(token_id.into());
+        self.edit().token_id = Some(token_id.into());
         self
     }
 
     /// Sets when the credential was issued.
     #[must_use]
     pub fn with_issued_at(mut self, at: SystemTime) -> Self {
-        self.issued_at = Some(at);
+        self.edit().issued_at = Some(at);
         self
     }
 
     /// Sets when the credential stops being valid.
     #[must_use]
     pub fn with_expires_at(mut self, at: SystemTime) -> Self {
-        self.expires_at = Some(at);
+        self.edit().expires_at = Some(at);
         self
     }
 
@@ -118,68 +129,74 @@ impl Principal {
     /// handler never reads.
     #[must_use]
     pub fn with_raw_claims(mut self, json: impl Into<Arc<[u8]>>) -> Self {
-        self.claims = Some(json.into());
+        self.edit().claims = Some(json.into());
         self
     }
 
     /// The subject: a user id, a key owner, a client id.
     #[must_use]
     pub fn subject(&self) -> &str {
-        &self.subject
+        &self.inner.subject
+    }
+
+    /// The subject as a shared string (no copy).
+    #[must_use]
+    pub fn subject_shared(&self) -> Arc<str> {
+        Arc::clone(&self.inner.subject)
     }
 
     /// The kind of credential that was accepted.
     #[must_use]
     pub fn kind(&self) -> PrincipalKind {
-        self.kind
+        self.inner.kind
     }
 
     /// Granted scopes.
     #[must_use]
     pub fn scopes(&self) -> &[String] {
-        &self.scopes
+        &self.inner.scopes
     }
 
     /// Roles.
     #[must_use]
     pub fn roles(&self) -> &[String] {
-        &self.roles
+        &self.inner.roles
     }
 
     /// Whether `scope` was granted (exact, case-sensitive match).
     #[must_use]
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.iter().any(|s| s == scope)
+        self.inner.scopes.iter().any(|s| s == scope)
     }
 
     /// Whether the principal has `role` (exact, case-sensitive match).
     #[must_use]
     pub fn has_role(&self, role: &str) -> bool {
-        self.roles.iter().any(|r| r == role)
+        self.inner.roles.iter().any(|r| r == role)
     }
 
     /// The credential's identifier, if it has one.
     #[must_use]
     pub fn token_id(&self) -> Option<&str> {
-        self.token_id.as_deref()
+        self.inner.token_id.as_deref()
     }
 
     /// When the credential was issued, if known.
     #[must_use]
     pub fn issued_at(&self) -> Option<SystemTime> {
-        self.issued_at
+        self.inner.issued_at
     }
 
     /// When the credential expires, if it does.
     #[must_use]
     pub fn expires_at(&self) -> Option<SystemTime> {
-        self.expires_at
+        self.inner.expires_at
     }
 
     /// The raw claims JSON, if the credential carried claims.
     #[must_use]
     pub fn raw_claims(&self) -> Option<&[u8]> {
-        self.claims.as_deref()
+        self.inner.claims.as_deref()
     }
 
     /// Parses the claims into `T`.
@@ -192,7 +209,7 @@ impl Principal {
     ///
     /// Fails when the principal has no claims or they do not fit `T`.
     pub fn claims<T: DeserializeOwned>(&self) -> Result<T, ClaimsError> {
-        let raw = self.claims.as_deref().ok_or(ClaimsError { source: None })?;
+        let raw = self.inner.claims.as_deref().ok_or(ClaimsError { source: None })?;
         serde_json::from_slice(raw).map_err(|err| ClaimsError {
             source: Some(Box::new(err)),
         })
@@ -201,15 +218,16 @@ impl Principal {
 
 impl fmt::Debug for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = &*self.inner;
         f.debug_struct("Principal")
-            .field("subject", &DisplayMasked(&self.subject))
-            .field("kind", &self.kind)
-            .field("scopes", &self.scopes)
-            .field("roles", &self.roles)
-            .field("token_id", &self.token_id)
-            .field("issued_at", &self.issued_at)
-            .field("expires_at", &self.expires_at)
-            .field("claims", &self.claims.as_ref().map(|_| "<redacted>"))
+            .field("subject", &DisplayMasked(&p.subject))
+            .field("kind", &p.kind)
+            .field("scopes", &p.scopes)
+            .field("roles", &p.roles)
+            .field("token_id", &p.token_id)
+            .field("issued_at", &p.issued_at)
+            .field("expires_at", &p.expires_at)
+            .field("claims", &p.claims.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }

@@ -21,7 +21,7 @@ const MAX_MEMBERS: usize = 64;
 
 /// Header and signature size caps (decoded bytes). RSA-8192 signatures are
 /// 1024 bytes; real headers are well under 1 KiB.
-pub(crate) const MAX_HEADER: usize = 2048;
+pub(crate) const MAX_HEADER: usize = 1024;
 pub(crate) const MAX_SIGNATURE: usize = 1024;
 pub(crate) const MAX_KID: usize = 256;
 
@@ -37,11 +37,11 @@ pub(crate) struct Segments<'t> {
 /// Splits a token after checking its alphabet: only base64url characters
 /// and exactly two dots (RFC 7515 §2, 7.1; draft-ietf-oauth-rfc8725bis).
 pub(crate) fn split(token: &str) -> Result<Segments<'_>, JwtError> {
-    let bytes = token.as_bytes();
-    if !bytes
-        .iter()
-        .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_' || *b == b'.')
-    {
+    // No early exit: the whole-token fold compiles to SIMD compares.
+    let ok = token.bytes().fold(true, |ok, b| {
+        ok & (b.is_ascii_alphanumeric() | (b == b'-') | (b == b'_') | (b == b'.'))
+    });
+    if !ok {
         return Err(JwtError::Malformed("character outside base64url"));
     }
     let mut parts = token.splitn(4, '.');
@@ -260,31 +260,48 @@ impl<'de> Visitor<'de> for Skip {
     }
 }
 
-/// Tracks member names to reject duplicates, with a bounded count.
+/// Stores a known member, refusing a second occurrence.
+fn set<T, E: de::Error>(slot: &mut Option<T>, value: T) -> Result<(), E> {
+    if slot.is_some() {
+        return Err(E::custom("duplicate member"));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+/// Tracks the names of members we do not read, to reject duplicates, with a bounded count. Names
+/// without escapes (all real ones) are kept as borrowed slices on the stack;
+/// escaped names go to a small heap list.
 struct Seen<'de> {
-    names: Vec<Cow<'de, str>>,
+    borrowed: [&'de str; 16],
+    len: usize,
+    owned: Vec<String>,
 }
 
 impl<'de> Seen<'de> {
     fn new() -> Self {
-        Self {
-            names: Vec::with_capacity(16),
-        }
+        Self { borrowed: [""; 16], len: 0, owned: Vec::new() }
     }
 
-    fn insert<E: de::Error>(&mut self, name: Cow<'de, str>) -> Result<(), E> {
-        if self.names.len() >= MAX_MEMBERS {
+    fn insert<E: de::Error>(&mut self, name: &Cow<'de, str>) -> Result<(), E> {
+        if self.len + self.owned.len() >= MAX_MEMBERS {
             return Err(E::custom("too many members"));
         }
-        if self.names.contains(&name) {
+        if self.contains(name) {
             return Err(E::custom("duplicate member"));
         }
-        self.names.push(name);
+        match name {
+            Cow::Borrowed(b) if self.len < self.borrowed.len() => {
+                self.borrowed[self.len] = b;
+                self.len += 1;
+            }
+            _ => self.owned.push(name.clone().into_owned()),
+        }
         Ok(())
     }
 
     fn contains(&self, name: &str) -> bool {
-        self.names.iter().any(|n| n == name)
+        self.borrowed[..self.len].contains(&name) || self.owned.iter().any(|n| n == name)
     }
 }
 
@@ -364,24 +381,27 @@ impl<'de> Visitor<'de> for HeaderVisitor {
         let mut unsupported = false;
         let mut names = Seen::new();
         while let Some(Str(name)) = map.next_key()? {
-            names.insert(name.clone())?;
             match name.as_ref() {
-                "alg" => alg = Some(map.next_value::<Str<'de>>()?.0),
+                "alg" => set::<_, A::Error>(&mut alg, map.next_value::<Str<'de>>()?.0)?,
                 "kid" => {
                     let value = map.next_value::<Str<'de>>()?.0;
                     if value.len() > MAX_KID {
                         return Err(de::Error::custom("kid too long"));
                     }
-                    kid = Some(value);
+                    set::<_, A::Error>(&mut kid, value)?;
                 }
-                "typ" => typ = Some(map.next_value::<Str<'de>>()?.0),
-                "crit" => crit = Some(string_list(&mut map)?),
+                "typ" => set::<_, A::Error>(&mut typ, map.next_value::<Str<'de>>()?.0)?,
+                "crit" => set::<_, A::Error>(&mut crit, string_list(&mut map)?)?,
                 "b64" | "enc" | "zip" => {
+                    names.insert(&name)?;
                     map.next_value_seed(Skip(1))?;
                     unsupported = true;
                 }
                 // jku, jwk, x5u, x5c, … are never used to find keys.
-                _ => map.next_value_seed(Skip(1))?,
+                _ => {
+                    names.insert(&name)?;
+                    map.next_value_seed(Skip(1))?;
+                }
             }
         }
         let alg = alg.ok_or_else(|| de::Error::custom("missing alg"))?;
@@ -473,35 +493,39 @@ impl<'de> Visitor<'de> for ClaimsVisitor {
         let mut c = Claims::default();
         let mut names = Seen::new();
         while let Some(Str(name)) = map.next_key()? {
-            names.insert(name.clone())?;
             match name.as_ref() {
-                "iss" => c.iss = Some(map.next_value::<Str<'de>>()?.0),
-                "sub" => c.sub = Some(map.next_value::<Str<'de>>()?.0),
+                "iss" => set::<_, A::Error>(&mut c.iss, map.next_value::<Str<'de>>()?.0)?,
+                "sub" => set::<_, A::Error>(&mut c.sub, map.next_value::<Str<'de>>()?.0)?,
                 "aud" => {
-                    c.aud = Some(match one_or_many(&mut map)? {
+                    let aud = match one_or_many(&mut map)? {
                         OneOrMany::One(s) => vec![s],
                         OneOrMany::Many(v) => v,
-                    });
+                    };
+                    set::<_, A::Error>(&mut c.aud, aud)?;
                 }
-                "exp" => c.exp = Some(numeric_date(&mut map)?),
-                "nbf" => c.nbf = Some(numeric_date(&mut map)?),
-                "iat" => c.iat = Some(numeric_date(&mut map)?),
-                "auth_time" => c.auth_time = Some(numeric_date(&mut map)?),
-                "jti" => c.jti = Some(map.next_value::<Str<'de>>()?.0),
-                "scope" => c.scope = Some(map.next_value::<Str<'de>>()?.0),
+                "exp" => set::<_, A::Error>(&mut c.exp, numeric_date(&mut map)?)?,
+                "nbf" => set::<_, A::Error>(&mut c.nbf, numeric_date(&mut map)?)?,
+                "iat" => set::<_, A::Error>(&mut c.iat, numeric_date(&mut map)?)?,
+                "auth_time" => set::<_, A::Error>(&mut c.auth_time, numeric_date(&mut map)?)?,
+                "jti" => set::<_, A::Error>(&mut c.jti, map.next_value::<Str<'de>>()?.0)?,
+                "scope" => set::<_, A::Error>(&mut c.scope, map.next_value::<Str<'de>>()?.0)?,
                 "scp" => {
-                    c.scp = Some(match one_or_many(&mut map)? {
+                    let scp = match one_or_many(&mut map)? {
                         OneOrMany::One(s) => s
                             .split_ascii_whitespace()
                             .map(|s| Cow::Owned(s.to_owned()))
                             .collect(),
                         OneOrMany::Many(v) => v,
-                    });
+                    };
+                    set::<_, A::Error>(&mut c.scp, scp)?;
                 }
-                "roles" => c.roles = Some(string_list(&mut map)?),
-                "client_id" => c.client_id = Some(map.next_value::<Str<'de>>()?.0),
-                "fam" => c.fam = Some(map.next_value::<Str<'de>>()?.0),
-                _ => map.next_value_seed(Skip(1))?,
+                "roles" => set::<_, A::Error>(&mut c.roles, string_list(&mut map)?)?,
+                "client_id" => set::<_, A::Error>(&mut c.client_id, map.next_value::<Str<'de>>()?.0)?,
+                "fam" => set::<_, A::Error>(&mut c.fam, map.next_value::<Str<'de>>()?.0)?,
+                _ => {
+                    names.insert(&name)?;
+                    map.next_value_seed(Skip(1))?;
+                }
             }
         }
         Ok(c)

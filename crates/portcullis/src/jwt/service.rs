@@ -95,7 +95,7 @@ impl<S, R> Jwt<S, R> {
         {
             hit.verified.clone()
         } else {
-            match verifier.verify(token) {
+            match verifier.verify_at(token, now) {
                 Ok(verified) => {
                     if let Some(cache) = &shared.token_cache {
                         cache.insert(token, verified.clone(), now);
@@ -226,7 +226,7 @@ fn shadow_outcome(err: &JwtError, reason: FailureReason) -> AuthOutcome {
 
 fn accept<B>(request: &mut Request<B>, verified: VerifiedToken) -> AuthOutcome {
     let principal: Principal = verified.into_principal();
-    let outcome = AuthOutcome::success(AuthMethod::Jwt, principal.subject());
+    let outcome = AuthOutcome::success(AuthMethod::Jwt, principal.subject_shared());
     request.extensions_mut().insert(principal);
     outcome
 }

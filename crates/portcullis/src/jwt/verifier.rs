@@ -183,9 +183,24 @@ impl JwtVerifier {
     ///
     /// The first check that fails, as a [`JwtError`].
     pub fn verify(&self, token: &str) -> Result<VerifiedToken, JwtError> {
-        let now = self.clock.now();
-        let payload = self.verify_signature_at(token, now)?;
-        self.validate_claims(&payload, now)
+        self.verify_at(token, self.clock.now())
+    }
+
+    /// [`verify`](Self::verify) at a time the caller already read.
+    pub(crate) fn verify_at(&self, token: &str, now: SystemTime) -> Result<VerifiedToken, JwtError> {
+        let payload = self.check_signature(token, now)?;
+        // Claims of ordinary size are decoded on the stack; the one heap copy
+        // is the shared buffer the principal keeps.
+        let mut buf = [0u8; 1024];
+        if base64::decoded_len_estimate(payload.len()) <= buf.len() {
+            let len = parse::decode_into(payload, &mut buf)?;
+            self.validate_claims(&buf[..len], now)
+        } else {
+            let decoded = URL_SAFE_NO_PAD
+                .decode(payload)
+                .map_err(|_| JwtError::Malformed("invalid base64url"))?;
+            self.validate_claims(&decoded, now)
+        }
     }
 
     /// Verifies as [`verify`](Self::verify), refreshing a remote JWKS once
@@ -237,10 +252,14 @@ impl JwtVerifier {
     ///
     /// As [`verify`](Self::verify), for steps 1–3.
     pub fn verify_signature(&self, token: &str) -> Result<Vec<u8>, JwtError> {
-        self.verify_signature_at(token, self.clock.now())
+        let payload = self.check_signature(token, self.clock.now())?;
+        URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| JwtError::Malformed("invalid base64url"))
     }
 
-    fn verify_signature_at(&self, token: &str, now: SystemTime) -> Result<Vec<u8>, JwtError> {
+    /// Steps 1–3; returns the still-encoded payload segment.
+    fn check_signature<'t>(&self, token: &'t str, now: SystemTime) -> Result<&'t str, JwtError> {
         let policy = &*self.policy;
         if token.len() > policy.max_token_len {
             return Err(JwtError::TooLarge);
@@ -262,10 +281,20 @@ impl JwtVerifier {
         if !policy.typ.accepts(header.typ.as_deref()) {
             return Err(JwtError::WrongType);
         }
-        let mut signature = [0u8; parse::MAX_SIGNATURE];
-        let signature_len = parse::decode_into(segments.signature, &mut signature)?;
+        // Signatures up to RSA-4096 on the stack; RSA-8192 on the heap.
+        let mut small = [0u8; 512];
+        let large;
+        let signature = if base64::decoded_len_estimate(segments.signature.len()) <= small.len() {
+            let len = parse::decode_into(segments.signature, &mut small)?;
+            &small[..len]
+        } else {
+            let mut buf = vec![0u8; parse::MAX_SIGNATURE];
+            let len = parse::decode_into(segments.signature, &mut buf)?;
+            buf.truncate(len);
+            large = buf;
+            &large[..]
+        };
         let message = segments.signing_input.as_bytes();
-        let signature = &signature[..signature_len];
         let kid = header.kid.as_deref();
         match &self.keys {
             KeySource::Static(keys) => keys.verify(alg, kid, now, message, signature)?,
@@ -274,9 +303,7 @@ impl JwtVerifier {
                 remote.current().verify(alg, kid, now, message, signature)?
             }
         }
-        URL_SAFE_NO_PAD
-            .decode(segments.payload)
-            .map_err(|_| JwtError::Malformed("invalid base64url"))
+        Ok(segments.payload)
     }
 
     fn validate_claims(&self, payload: &[u8], now: SystemTime) -> Result<VerifiedToken, JwtError> {
@@ -356,7 +383,7 @@ impl JwtVerifier {
         let mut principal = Principal::new(sub, kind)
             .with_scopes(claims.scopes())
             .with_expires_at(from_unix(exp))
-            .with_raw_claims(payload.to_vec());
+            .with_raw_claims(payload);
         if let Some(roles) = &claims.roles {
             principal = principal.with_roles(roles.iter().map(|r| r.as_ref()));
         }
