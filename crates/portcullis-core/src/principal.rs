@@ -58,17 +58,92 @@ struct Inner {
     claims: Option<Arc<[u8]>>,
 }
 
+/// Builds a [`Principal`] in one allocation (authenticators use it on the
+/// hot path; `Principal::with_*` is the convenient form elsewhere).
+#[derive(Clone)]
+#[must_use]
+pub struct PrincipalBuilder {
+    inner: Inner,
+}
+
+impl fmt::Debug for PrincipalBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrincipalBuilder").finish_non_exhaustive()
+    }
+}
+
+impl PrincipalBuilder {
+    /// Sets the granted scopes.
+    pub fn scopes(mut self, scopes: Vec<String>) -> Self {
+        self.inner.scopes = scopes;
+        self
+    }
+
+    /// Sets the roles.
+    pub fn roles(mut self, roles: Vec<String>) -> Self {
+        self.inner.roles = roles;
+        self
+    }
+
+    /// Sets the credential's identifier.
+    pub fn token_id(mut self, token_id: impl Into<String>) -> Self {
+        self.inner.token_id = Some(token_id.into());
+        self
+    }
+
+    /// Sets when the credential was issued.
+    pub fn issued_at(mut self, at: SystemTime) -> Self {
+        self.inner.issued_at = Some(at);
+        self
+    }
+
+    /// Sets when the credential expires.
+    pub fn expires_at(mut self, at: SystemTime) -> Self {
+        self.inner.expires_at = Some(at);
+        self
+    }
+
+    /// Attaches the raw claims JSON.
+    pub fn raw_claims(mut self, json: impl Into<Arc<[u8]>>) -> Self {
+        self.inner.claims = Some(json.into());
+        self
+    }
+
+    /// The principal.
+    pub fn build(self) -> Principal {
+        Principal {
+            inner: Arc::new(self.inner),
+        }
+    }
+}
+
 impl Principal {
+    /// Starts building a principal for `subject`.
+    pub fn builder(subject: impl Into<Arc<str>>, kind: PrincipalKind) -> PrincipalBuilder {
+        PrincipalBuilder {
+            inner: Inner {
+                subject: subject.into(),
+                kind,
+                scopes: Vec::new(),
+                roles: Vec::new(),
+                token_id: None,
+                issued_at: None,
+                expires_at: None,
+                claims: None,
+            },
+        }
+    }
+
     /// A principal for `subject` with no scopes, roles or claims.
     pub fn new(subject: impl Into<Arc<str>>, kind: PrincipalKind) -> Self {
         Self {
             inner: Arc::new(Inner {
                 subject: subject.into(),
-            kind,
-            scopes: Vec::new(),
-            roles: Vec::new(),
-            token_id: None,
-            issued_at: None,
+                kind,
+                scopes: Vec::new(),
+                roles: Vec::new(),
+                token_id: None,
+                issued_at: None,
                 expires_at: None,
                 claims: None,
             }),
@@ -209,7 +284,11 @@ impl Principal {
     ///
     /// Fails when the principal has no claims or they do not fit `T`.
     pub fn claims<T: DeserializeOwned>(&self) -> Result<T, ClaimsError> {
-        let raw = self.inner.claims.as_deref().ok_or(ClaimsError { source: None })?;
+        let raw = self
+            .inner
+            .claims
+            .as_deref()
+            .ok_or(ClaimsError { source: None })?;
         serde_json::from_slice(raw).map_err(|err| ClaimsError {
             source: Some(Box::new(err)),
         })

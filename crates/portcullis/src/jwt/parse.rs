@@ -273,14 +273,18 @@ fn set<T, E: de::Error>(slot: &mut Option<T>, value: T) -> Result<(), E> {
 /// without escapes (all real ones) are kept as borrowed slices on the stack;
 /// escaped names go to a small heap list.
 struct Seen<'de> {
-    borrowed: [&'de str; 16],
+    borrowed: [&'de str; 8],
     len: usize,
     owned: Vec<String>,
 }
 
 impl<'de> Seen<'de> {
     fn new() -> Self {
-        Self { borrowed: [""; 16], len: 0, owned: Vec::new() }
+        Self {
+            borrowed: [""; 8],
+            len: 0,
+            owned: Vec::new(),
+        }
     }
 
     fn insert<E: de::Error>(&mut self, name: &Cow<'de, str>) -> Result<(), E> {
@@ -326,7 +330,17 @@ const REGISTERED_HEADER: &[&str] = &[
 impl<'de> Header<'de> {
     pub(crate) fn parse(json: &'de [u8]) -> Result<Self, JwtError> {
         let mut de = serde_json::Deserializer::from_slice(json);
-        let header = HeaderSeed
+        let mut header = Header {
+            alg: Cow::Borrowed(""),
+            kid: None,
+            typ: None,
+            crit: None,
+            unsupported: false,
+            names: Seen::new(),
+        };
+        // Filled in place: the struct is large and moving it through
+        // serde's layers showed up as memcpy in profiles.
+        HeaderSeed(&mut header)
             .deserialize(&mut de)
             .map_err(|_| JwtError::Malformed("invalid header JSON"))?;
         de.end()
@@ -357,29 +371,32 @@ impl<'de> Header<'de> {
     }
 }
 
-struct HeaderSeed;
+struct HeaderSeed<'a, 'de>(&'a mut Header<'de>);
 
-impl<'de> DeserializeSeed<'de> for HeaderSeed {
-    type Value = Header<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(HeaderVisitor)
+impl<'de> DeserializeSeed<'de> for HeaderSeed<'_, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(HeaderVisitor(self.0))
     }
 }
 
-struct HeaderVisitor;
+struct HeaderVisitor<'a, 'de>(&'a mut Header<'de>);
 
-impl<'de> Visitor<'de> for HeaderVisitor {
-    type Value = Header<'de>;
+impl<'de> Visitor<'de> for HeaderVisitor<'_, 'de> {
+    type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JOSE header object")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Header<'de>, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let Header {
+            alg: out_alg,
+            kid,
+            typ,
+            crit,
+            unsupported,
+            names,
+        } = self.0;
         let mut alg = None;
-        let mut kid = None;
-        let mut typ = None;
-        let mut crit = None;
-        let mut unsupported = false;
-        let mut names = Seen::new();
         while let Some(Str(name)) = map.next_key()? {
             match name.as_ref() {
                 "alg" => set::<_, A::Error>(&mut alg, map.next_value::<Str<'de>>()?.0)?,
@@ -388,14 +405,14 @@ impl<'de> Visitor<'de> for HeaderVisitor {
                     if value.len() > MAX_KID {
                         return Err(de::Error::custom("kid too long"));
                     }
-                    set::<_, A::Error>(&mut kid, value)?;
+                    set::<_, A::Error>(kid, value)?;
                 }
-                "typ" => set::<_, A::Error>(&mut typ, map.next_value::<Str<'de>>()?.0)?,
-                "crit" => set::<_, A::Error>(&mut crit, string_list(&mut map)?)?,
+                "typ" => set::<_, A::Error>(typ, map.next_value::<Str<'de>>()?.0)?,
+                "crit" => set::<_, A::Error>(crit, string_list(&mut map)?)?,
                 "b64" | "enc" | "zip" => {
                     names.insert(&name)?;
                     map.next_value_seed(Skip(1))?;
-                    unsupported = true;
+                    *unsupported = true;
                 }
                 // jku, jwk, x5u, x5c, … are never used to find keys.
                 _ => {
@@ -404,15 +421,8 @@ impl<'de> Visitor<'de> for HeaderVisitor {
                 }
             }
         }
-        let alg = alg.ok_or_else(|| de::Error::custom("missing alg"))?;
-        Ok(Header {
-            alg,
-            kid,
-            typ,
-            crit,
-            unsupported,
-            names,
-        })
+        *out_alg = alg.ok_or_else(|| de::Error::custom("missing alg"))?;
+        Ok(())
     }
 }
 
@@ -439,7 +449,8 @@ pub(crate) struct Claims<'de> {
 impl<'de> Claims<'de> {
     pub(crate) fn parse(json: &'de [u8]) -> Result<Self, JwtError> {
         let mut de = serde_json::Deserializer::from_slice(json);
-        let claims = ClaimsSeed
+        let mut claims = Claims::default();
+        ClaimsSeed(&mut claims)
             .deserialize(&mut de)
             .map_err(|err| JwtError::Malformed(claims_error(&err)))?;
         de.end()
@@ -473,24 +484,24 @@ fn claims_error(err: &serde_json::Error) -> &'static str {
     }
 }
 
-struct ClaimsSeed;
+struct ClaimsSeed<'a, 'de>(&'a mut Claims<'de>);
 
-impl<'de> DeserializeSeed<'de> for ClaimsSeed {
-    type Value = Claims<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(ClaimsVisitor)
+impl<'de> DeserializeSeed<'de> for ClaimsSeed<'_, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(ClaimsVisitor(self.0))
     }
 }
 
-struct ClaimsVisitor;
+struct ClaimsVisitor<'a, 'de>(&'a mut Claims<'de>);
 
-impl<'de> Visitor<'de> for ClaimsVisitor {
-    type Value = Claims<'de>;
+impl<'de> Visitor<'de> for ClaimsVisitor<'_, 'de> {
+    type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JWT claims object")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Claims<'de>, A::Error> {
-        let mut c = Claims::default();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let c = self.0;
         let mut names = Seen::new();
         while let Some(Str(name)) = map.next_key()? {
             match name.as_ref() {
@@ -520,7 +531,9 @@ impl<'de> Visitor<'de> for ClaimsVisitor {
                     set::<_, A::Error>(&mut c.scp, scp)?;
                 }
                 "roles" => set::<_, A::Error>(&mut c.roles, string_list(&mut map)?)?,
-                "client_id" => set::<_, A::Error>(&mut c.client_id, map.next_value::<Str<'de>>()?.0)?,
+                "client_id" => {
+                    set::<_, A::Error>(&mut c.client_id, map.next_value::<Str<'de>>()?.0)?
+                }
                 "fam" => set::<_, A::Error>(&mut c.fam, map.next_value::<Str<'de>>()?.0)?,
                 _ => {
                     names.insert(&name)?;
@@ -528,7 +541,7 @@ impl<'de> Visitor<'de> for ClaimsVisitor {
                 }
             }
         }
-        Ok(c)
+        Ok(())
     }
 }
 

@@ -187,7 +187,11 @@ impl JwtVerifier {
     }
 
     /// [`verify`](Self::verify) at a time the caller already read.
-    pub(crate) fn verify_at(&self, token: &str, now: SystemTime) -> Result<VerifiedToken, JwtError> {
+    pub(crate) fn verify_at(
+        &self,
+        token: &str,
+        now: SystemTime,
+    ) -> Result<VerifiedToken, JwtError> {
         let payload = self.check_signature(token, now)?;
         // Claims of ordinary size are decoded on the stack; the one heap copy
         // is the shared buffer the principal keeps.
@@ -380,21 +384,21 @@ impl JwtVerifier {
             Some(client) if client == sub => PrincipalKind::Service,
             _ => PrincipalKind::User,
         };
-        let mut principal = Principal::new(sub, kind)
-            .with_scopes(claims.scopes())
-            .with_expires_at(from_unix(exp))
-            .with_raw_claims(payload);
+        let mut principal = Principal::builder(sub, kind)
+            .scopes(claims.scopes())
+            .expires_at(from_unix(exp))
+            .raw_claims(payload);
         if let Some(roles) = &claims.roles {
-            principal = principal.with_roles(roles.iter().map(|r| r.as_ref()));
+            principal = principal.roles(roles.iter().map(|r| r.clone().into_owned()).collect());
         }
         if let Some(jti) = &claims.jti {
-            principal = principal.with_token_id(jti.as_ref());
+            principal = principal.token_id(jti.as_ref());
         }
         if let Some(iat) = claims.iat {
-            principal = principal.with_issued_at(from_unix(iat));
+            principal = principal.issued_at(from_unix(iat));
         }
         Ok(VerifiedToken {
-            principal,
+            principal: principal.build(),
             family: claims.fam.as_deref().map(Arc::from),
             expires_at: exp,
             auth_time: claims.auth_time,
