@@ -2,6 +2,10 @@
 
 /// `get_ref`, `get_mut` and `into_inner` for a middleware service whose
 /// inner service is the field `inner`.
+#[cfg_attr(
+    not(any(feature = "jwt", feature = "authorize", feature = "client-ip")),
+    allow(unused_macros)
+)]
 macro_rules! define_inner_service_accessors {
     ($name:ident < S $(, $param:ident)* >) => {
         impl<S $(, $param)*> $name<S $(, $param)*> {
@@ -23,4 +27,8 @@ macro_rules! define_inner_service_accessors {
     };
 }
 
+#[cfg_attr(
+    not(any(feature = "jwt", feature = "authorize", feature = "client-ip")),
+    allow(unused_imports)
+)]
 pub(crate) use define_inner_service_accessors;

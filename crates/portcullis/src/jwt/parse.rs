@@ -287,6 +287,8 @@ impl<'de> Seen<'de> {
         }
     }
 
+    // Takes the `Cow` itself: a borrowed name is kept as a slice, no copy.
+    #[allow(clippy::ptr_arg)]
     fn insert<E: de::Error>(&mut self, name: &Cow<'de, str>) -> Result<(), E> {
         if self.len + self.owned.len() >= MAX_MEMBERS {
             return Err(E::custom("too many members"));
