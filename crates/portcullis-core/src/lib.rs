@@ -37,7 +37,7 @@ pub use clock::{Clock, FakeClock, SharedClock, SystemClock};
 pub use outcome::{AuthMethod, AuthOutcome};
 #[cfg(feature = "axum")]
 pub use principal::MissingPrincipal;
-pub use principal::{ClaimsError, Principal, PrincipalBuilder, PrincipalKind};
+pub use principal::{ClaimsError, Names, Principal, PrincipalBuilder, PrincipalKind};
 pub use rejection::{Challenge, FailureReason, GrpcCode, Rejection};
 pub use revocation::{BoxRevocationStore, MemoryRevocationStore, RevocationStore, TokenRef};
 pub use store::{StoreError, StoreErrorKind};

@@ -30,7 +30,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::FailureReason;
+use crate::{FailureReason, Principal};
 
 /// How the caller tried to authenticate; a bounded metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -64,18 +64,47 @@ impl AuthMethod {
 pub struct AuthOutcome {
     method: AuthMethod,
     reason: Option<FailureReason>,
-    subject: Option<Arc<str>>,
+    subject: Option<Subject>,
     identifier: Option<Arc<str>>,
     shadow: bool,
 }
 
+/// Who the outcome is about: a string, or the accepted principal itself
+/// (shared, so reporting a success costs no copy).
+#[derive(Clone, PartialEq, Eq)]
+enum Subject {
+    Text(Arc<str>),
+    Principal(Principal),
+}
+
+impl Subject {
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Text(text) => text,
+            Self::Principal(principal) => principal.subject(),
+        }
+    }
+}
+
 impl AuthOutcome {
+    /// A successful authentication of `principal`.
+    #[must_use]
+    pub fn authenticated(method: AuthMethod, principal: &Principal) -> Self {
+        Self {
+            method,
+            reason: None,
+            subject: Some(Subject::Principal(principal.clone())),
+            identifier: None,
+            shadow: false,
+        }
+    }
+
     /// A successful authentication of `subject`.
     pub fn success(method: AuthMethod, subject: impl Into<Arc<str>>) -> Self {
         Self {
             method,
             reason: None,
-            subject: Some(subject.into()),
+            subject: Some(Subject::Text(subject.into())),
             identifier: None,
             shadow: false,
         }
@@ -105,7 +134,7 @@ impl AuthOutcome {
     /// expired token).
     #[must_use]
     pub fn with_subject(mut self, subject: impl Into<Arc<str>>) -> Self {
-        self.subject = Some(subject.into());
+        self.subject = Some(Subject::Text(subject.into()));
         self
     }
 
@@ -155,7 +184,7 @@ impl AuthOutcome {
     /// The verified subject, if any.
     #[must_use]
     pub fn subject(&self) -> Option<&str> {
-        self.subject.as_deref()
+        self.subject.as_ref().map(Subject::as_str)
     }
 
     /// The submitted identifier, if any.

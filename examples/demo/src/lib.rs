@@ -194,8 +194,8 @@ async fn me(principal: Principal) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "subject": principal.subject(),
         "kind": principal.kind().as_str(),
-        "scopes": principal.scopes(),
-        "roles": principal.roles(),
+        "scopes": principal.scopes().collect::<Vec<_>>(),
+        "roles": principal.roles().collect::<Vec<_>>(),
     }))
 }
 

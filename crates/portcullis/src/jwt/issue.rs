@@ -35,7 +35,7 @@ use aws_lc_rs::signature::{self as sig, KeyPair as _};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use portcullis_core::{
-    BoxRevocationStore, Challenge, FailureReason, Principal, Rejection, RevocationStore,
+    BoxRevocationStore, Challenge, FailureReason, Names, Principal, Rejection, RevocationStore,
     SharedClock, StoreError, SystemClock, TokenRef,
 };
 use serde::Serialize;
@@ -300,8 +300,8 @@ struct IssuedClaims<'a> {
     auth_time: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<&'a str>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    roles: &'a [String],
+    #[serde(skip_serializing_if = "<[&str]>::is_empty")]
+    roles: &'a [&'a str],
 }
 
 /// Signs access/refresh pairs and manages refresh families.
@@ -490,13 +490,15 @@ impl TokenIssuer {
     fn issue_in_family(
         &self,
         subject: &str,
-        scopes: &[String],
-        roles: &[String],
+        scopes: Names<'_>,
+        roles: Names<'_>,
         family: &str,
         auth_time: i64,
     ) -> Result<TokenPair, RefreshError> {
         let now = unix(self.clock.now());
+        let scopes: Vec<&str> = scopes.collect();
         let scope = (!scopes.is_empty()).then(|| scopes.join(" "));
+        let roles: Vec<&str> = roles.collect();
         let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         let family_end = auth_time.saturating_add(secs(self.absolute));
         let access_jti = random_id()?;
@@ -511,7 +513,7 @@ impl TokenIssuer {
             fam: family,
             auth_time,
             scope: scope.as_deref(),
-            roles,
+            roles: &roles,
         };
         let refresh_jti = random_id()?;
         let refresh = IssuedClaims {

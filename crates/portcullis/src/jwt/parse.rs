@@ -449,8 +449,10 @@ pub(crate) struct Claims<'de> {
 }
 
 impl<'de> Claims<'de> {
-    pub(crate) fn parse(json: &'de [u8]) -> Result<Self, JwtError> {
-        let mut de = serde_json::Deserializer::from_slice(json);
+    /// Parses claims from text already checked to be UTF-8, so serde_json
+    /// does not validate every string again.
+    pub(crate) fn parse(json: &'de str) -> Result<Self, JwtError> {
+        let mut de = serde_json::Deserializer::from_str(json);
         let mut claims = Claims::default();
         ClaimsSeed(&mut claims)
             .deserialize(&mut de)
@@ -462,16 +464,13 @@ impl<'de> Claims<'de> {
 
     /// Scopes from `scope` (space-separated, RFC 8693) and `scp` (a string
     /// or an array, as some issuers emit).
-    pub(crate) fn scopes(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
+    pub(crate) fn scope_names(&self) -> impl Iterator<Item = &str> {
+        let words = self
             .scope
             .as_deref()
-            .map(|s| s.split_ascii_whitespace().map(str::to_owned).collect())
-            .unwrap_or_default();
-        if let Some(scp) = &self.scp {
-            out.extend(scp.iter().map(|s| s.clone().into_owned()));
-        }
-        out
+            .into_iter()
+            .flat_map(str::split_ascii_whitespace);
+        words.chain(self.scp.iter().flatten().map(AsRef::as_ref))
     }
 }
 
@@ -652,7 +651,7 @@ mod tests {
 
     #[test]
     fn claims_types_and_duplicates() {
-        let c = Claims::parse(br#"{"sub":"u","exp":10,"nbf":1.5,"aud":["a","b"],"scope":"x y","scp":["z"],"roles":["r"]}"#).unwrap();
+        let c = Claims::parse(r#"{"sub":"u","exp":10,"nbf":1.5,"aud":["a","b"],"scope":"x y","scp":["z"],"roles":["r"]}"#).unwrap();
         assert_eq!(c.exp, Some(10));
         assert_eq!(c.nbf, Some(1));
         assert_eq!(c.aud.as_ref().unwrap().len(), 2);
@@ -677,7 +676,7 @@ mod tests {
             br#"{"sub":"u"}garbage"#,
         ] {
             assert!(
-                Claims::parse(bad).is_err(),
+                Claims::parse(std::str::from_utf8(bad).unwrap()).is_err(),
                 "{}",
                 String::from_utf8_lossy(bad)
             );
@@ -690,12 +689,12 @@ mod tests {
         json.push_str(&"[".repeat(100_000));
         json.push_str(&"]".repeat(100_000));
         json.push('}');
-        assert!(Claims::parse(json.as_bytes()).is_err());
+        assert!(Claims::parse(&json).is_err());
     }
 
     impl Claims<'_> {
-        fn scopes_for_test(&self) -> Vec<String> {
-            self.scopes()
+        fn scopes_for_test(&self) -> Vec<&str> {
+            self.scope_names().collect()
         }
     }
 }

@@ -226,7 +226,7 @@ fn shadow_outcome(err: &JwtError, reason: FailureReason) -> AuthOutcome {
 
 fn accept<B>(request: &mut Request<B>, verified: VerifiedToken) -> AuthOutcome {
     let principal: Principal = verified.into_principal();
-    let outcome = AuthOutcome::success(AuthMethod::Jwt, principal.subject_shared());
+    let outcome = AuthOutcome::authenticated(AuthMethod::Jwt, &principal);
     request.extensions_mut().insert(principal);
     outcome
 }

@@ -312,7 +312,9 @@ impl JwtVerifier {
 
     fn validate_claims(&self, payload: &[u8], now: SystemTime) -> Result<VerifiedToken, JwtError> {
         let policy = &*self.policy;
-        let claims = Claims::parse(payload)?;
+        let json = std::str::from_utf8(payload)
+            .map_err(|_| JwtError::Malformed("claims are not UTF-8"))?;
+        let claims = Claims::parse(json)?;
         let now = unix(now);
 
         let exp = claims.exp.ok_or(JwtError::MissingClaim("missing exp"))?;
@@ -384,12 +386,14 @@ impl JwtVerifier {
             Some(client) if client == sub => PrincipalKind::Service,
             _ => PrincipalKind::User,
         };
-        let mut principal = Principal::builder(sub, kind)
-            .scopes(claims.scopes())
+        // JSON text is UTF-8 and serde_json has just parsed it.
+        let capacity = json.len() + claims.jti.as_ref().map_or(0, |j| j.len()) + 64;
+        let mut principal = Principal::builder_with_capacity(sub, kind, capacity)
+            .scopes(claims.scope_names())
             .expires_at(from_unix(exp))
-            .raw_claims(payload);
+            .raw_claims(json);
         if let Some(roles) = &claims.roles {
-            principal = principal.roles(roles.iter().map(|r| r.clone().into_owned()).collect());
+            principal = principal.roles(roles.iter());
         }
         if let Some(jti) = &claims.jti {
             principal = principal.token_id(jti.as_ref());

@@ -31,7 +31,7 @@ use crate::common::{
 async fn me(principal: Principal) -> Json<Value> {
     Json(json!({
         "sub": principal.subject(),
-        "scopes": principal.scopes(),
+        "scopes": principal.scopes().collect::<Vec<_>>(),
     }))
 }
 
