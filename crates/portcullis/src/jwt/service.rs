@@ -265,11 +265,13 @@ where
                 let inner = std::mem::replace(&mut self.inner, clone);
                 ResponseFuture {
                     state: State::Checking {
-                        check,
-                        request: Some(request),
-                        inner,
-                        shared: Arc::clone(&self.shared),
-                        respond: self.respond.clone(),
+                        pending: Box::new(Pending {
+                            check,
+                            request: Some(request),
+                            inner,
+                            shared: Arc::clone(&self.shared),
+                            respond: self.respond.clone(),
+                        }),
                     },
                 }
             }
@@ -288,18 +290,25 @@ pin_project! {
     }
 }
 
+/// What the slow path keeps while the check runs.
+struct Pending<S, ReqBody, R> {
+    check: Check,
+    request: Option<Request<ReqBody>>,
+    inner: S,
+    shared: Arc<Shared>,
+    respond: R,
+}
+
 pin_project! {
     #[project = StateProj]
     enum State<S, ReqBody, R>
     where
         S: Service<Request<ReqBody>>,
     {
+        // Boxed: the slow path (a store or JWKS lookup) pays for the
+        // allocation, and the future stays small for the fast path.
         Checking {
-            check: Check,
-            request: Option<Request<ReqBody>>,
-            inner: S,
-            shared: Arc<Shared>,
-            respond: R,
+            pending: Box<Pending<S, ReqBody, R>>,
         },
         Calling {
             #[pin]
@@ -354,13 +363,14 @@ where
         let mut this = self.project();
         loop {
             let next = match this.state.as_mut().project() {
-                StateProj::Checking {
-                    check,
-                    request,
-                    inner,
-                    shared,
-                    respond,
-                } => {
+                StateProj::Checking { pending } => {
+                    let Pending {
+                        check,
+                        request,
+                        inner,
+                        shared,
+                        respond,
+                    } = &mut **pending;
                     let outcome = ready!(check.as_mut().poll(cx));
                     let mut request = request.take().expect("polled after completion");
                     match outcome {
