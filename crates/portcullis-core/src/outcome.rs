@@ -67,6 +67,7 @@ pub struct AuthOutcome {
     subject: Option<Subject>,
     identifier: Option<Arc<str>>,
     shadow: bool,
+    fallback: bool,
 }
 
 /// Who the outcome is about: a string, or the accepted principal itself
@@ -96,6 +97,7 @@ impl AuthOutcome {
             subject: Some(Subject::Principal(principal.clone())),
             identifier: None,
             shadow: false,
+            fallback: false,
         }
     }
 
@@ -107,6 +109,7 @@ impl AuthOutcome {
             subject: Some(Subject::Text(subject.into())),
             identifier: None,
             shadow: false,
+            fallback: false,
         }
     }
 
@@ -119,6 +122,7 @@ impl AuthOutcome {
             subject: None,
             identifier: None,
             shadow: false,
+            fallback: false,
         }
     }
 
@@ -143,6 +147,20 @@ impl AuthOutcome {
     pub fn shadow(mut self) -> Self {
         self.shadow = true;
         self
+    }
+
+    /// Marks a decision taken by a fallback authenticator because the
+    /// primary one could not answer (seed 000's fallback authentication).
+    #[must_use]
+    pub fn via_fallback(mut self) -> Self {
+        self.fallback = true;
+        self
+    }
+
+    /// Whether a fallback authenticator took the decision.
+    #[must_use]
+    pub fn is_fallback(&self) -> bool {
+        self.fallback
     }
 
     /// Inserts this outcome into `response`'s extensions.
@@ -209,6 +227,7 @@ impl fmt::Debug for AuthOutcome {
             .field("subject", &self.subject.as_ref().map(|_| "<set>"))
             .field("identifier", &self.identifier.as_ref().map(|_| "<set>"))
             .field("shadow", &self.shadow)
+            .field("fallback", &self.fallback)
             .finish()
     }
 }

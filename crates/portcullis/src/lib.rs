@@ -13,6 +13,7 @@
 //! | layer | module | feature |
 //! | --- | --- | --- |
 //! | `JwtLayer`: bearer-JWT authentication, key rotation, remote JWKS, revocation; `TokenIssuer` for access/refresh pairs | [`jwt`] | `jwt`, `jwks` |
+//! | `AuthenticateLayer` and the `or` / `optional` / `with_fallback` combinators | [`authenticate`] | `authenticate` |
 //! | `RequireLayer`: scope and role checks | [`authorize`] | `authorize` |
 //! | `ClientIpLayer`: client address without trusting spoofed headers | [`client_ip`] | `client-ip` |
 //!
@@ -22,6 +23,7 @@
 //! | --- | --- | --- |
 //! | `jwt` | no | [`jwt`]: `JwtLayer`, `JwtVerifier`, keys, `TokenIssuer` |
 //! | `jwks` | no | remote JWKS over HTTP (implies `jwt`) |
+//! | `authenticate` | no | [`authenticate`]: composable authenticators, `AuthenticateLayer` |
 //! | `authorize` | no | [`authorize`]: `RequireLayer` |
 //! | `client-ip` | no | [`client_ip`]: `ClientIpLayer` |
 //! | `axum` | no | `Principal` extractor, `ConnectInfo` support, axum bodies for rejections |
@@ -75,6 +77,8 @@ mod error;
 mod macros;
 pub mod rejection;
 
+#[cfg(feature = "authenticate")]
+pub mod authenticate;
 #[cfg(feature = "authorize")]
 pub mod authorize;
 #[cfg(feature = "client-ip")]

@@ -174,3 +174,60 @@ impl<S, R: Clone> Layer<S> for JwtLayer<R> {
         }
     }
 }
+
+/// `JwtLayer`'s decision as an [`Authenticate`](crate::authenticate::Authenticate)
+/// value, for composing with other authenticators (`jwt.or(api_key)`,
+/// `jwt.optional()`, `remote.with_fallback(local, timeout)`).
+///
+/// A request without a bearer token (or with another scheme) is *not
+/// present*; a bearer token that fails is *rejected*.
+#[cfg(feature = "authenticate")]
+#[derive(Clone, Debug)]
+pub struct JwtAuthenticator {
+    shared: Arc<Shared>,
+}
+
+#[cfg(feature = "authenticate")]
+impl<R> JwtLayer<R> {
+    /// This layer's configuration as a composable authenticator.
+    #[must_use]
+    pub fn authenticator(&self) -> JwtAuthenticator {
+        JwtAuthenticator {
+            shared: Arc::new(self.config.clone()),
+        }
+    }
+}
+
+#[cfg(feature = "authenticate")]
+impl crate::authenticate::Authenticate for JwtAuthenticator {
+    fn check(&self, head: &crate::authenticate::RequestHead<'_>) -> crate::authenticate::Check {
+        use super::service::{Decision, rejection};
+        use crate::authenticate::{AuthDecision, Check};
+        use portcullis_core::{AuthMethod, FailureReason};
+
+        let shared = &self.shared;
+        match shared.decide(head.headers, head.uri) {
+            Decision::Accept(verified) => Check::Ready(AuthDecision::Accepted(verified.into_principal(), AuthMethod::Jwt)),
+            Decision::Reject(_, FailureReason::MissingToken) => Check::Ready(AuthDecision::NotPresent),
+            Decision::Reject(err, reason) => {
+                Check::Ready(AuthDecision::Rejected(rejection(shared, &err, reason), AuthMethod::Jwt))
+            }
+            Decision::Pending(check) => {
+                let shared = Arc::clone(shared);
+                Check::Pending(Box::pin(async move {
+                    match check.await {
+                        Ok(verified) => AuthDecision::Accepted(verified.into_principal(), AuthMethod::Jwt),
+                        Err(err) => {
+                            let reason = err.reason();
+                            AuthDecision::Rejected(rejection(&shared, &err, reason), AuthMethod::Jwt)
+                        }
+                    }
+                }))
+            }
+        }
+    }
+
+    fn challenge(&self) -> Challenge {
+        self.shared.challenge.clone()
+    }
+}

@@ -142,6 +142,8 @@ pub use error::JwtError;
 pub use issue::{RefreshError, SigningKey, TokenIssuer, TokenPair};
 pub use key::{Jwk, VerifyingKey};
 pub use keyset::{KeySet, MAX_KEYS};
+#[cfg(feature = "authenticate")]
+pub use layer::JwtAuthenticator;
 pub use layer::{DEFAULT_REVOCATION_CACHE_TTL, JwtLayer};
 pub use service::{Jwt, ResponseFuture};
 pub use verifier::{

@@ -57,18 +57,19 @@ impl<S: fmt::Debug, R: fmt::Debug> fmt::Debug for Jwt<S, R> {
 crate::macros::define_inner_service_accessors!(Jwt<S, R>);
 
 /// What a synchronous first pass decided.
-enum Decision {
+pub(crate) enum Decision {
     Accept(VerifiedToken),
     Reject(JwtError, FailureReason),
     /// Needs the network: a JWKS refresh or a revocation lookup.
     Pending(Check),
 }
 
-type Check = Pin<Box<dyn Future<Output = Result<VerifiedToken, JwtError>> + Send>>;
+pub(crate) type Check = Pin<Box<dyn Future<Output = Result<VerifiedToken, JwtError>> + Send>>;
 
-impl<S, R> Jwt<S, R> {
-    fn decide(&self, headers: &HeaderMap, uri: &http::Uri) -> Decision {
-        let shared = &self.shared;
+impl Shared {
+    /// The whole decision for one request, synchronous when it can be.
+    pub(crate) fn decide(self: &Arc<Self>, headers: &HeaderMap, uri: &http::Uri) -> Decision {
+        let shared = self;
         let token = match shared.source.extract(headers, uri) {
             Extracted::Token(token) => token,
             Extracted::Missing => {
@@ -183,7 +184,7 @@ async fn check_revocation(
     }
 }
 
-fn rejection(shared: &Shared, err: &JwtError, reason: FailureReason) -> Rejection {
+pub(crate) fn rejection(shared: &Shared, err: &JwtError, reason: FailureReason) -> Rejection {
     let mut rejection = Rejection::new(reason)
         .with_challenge(shared.challenge.clone())
         .with_detail(err.detail());
@@ -245,7 +246,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        match self.decide(request.headers(), request.uri()) {
+        match self.shared.decide(request.headers(), request.uri()) {
             Decision::Accept(verified) => {
                 let outcome = accept(&mut request, verified);
                 ResponseFuture::calling(self.inner.call(request), outcome)
