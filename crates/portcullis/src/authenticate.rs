@@ -172,7 +172,10 @@ impl<A: Authenticate + ?Sized> Authenticate for Arc<A> {
 pub trait AuthenticateExt: Authenticate + Sized {
     /// Accepts this credential or, when absent, `other`'s.
     fn or<B: Authenticate>(self, other: B) -> Or<Self, B> {
-        Or { first: Arc::new(self), second: Arc::new(other) }
+        Or {
+            first: Arc::new(self),
+            second: Arc::new(other),
+        }
     }
 
     /// Lets requests without any credential through without a principal.
@@ -202,7 +205,10 @@ pub struct Or<A, B> {
 
 impl<A, B> Clone for Or<A, B> {
     fn clone(&self) -> Self {
-        Self { first: Arc::clone(&self.first), second: Arc::clone(&self.second) }
+        Self {
+            first: Arc::clone(&self.first),
+            second: Arc::clone(&self.second),
+        }
     }
 }
 
@@ -251,7 +257,9 @@ impl<A: Authenticate> Authenticate for Optional<A> {
         };
         match self.inner.check(head) {
             Check::Ready(decision) => Check::Ready(anonymous(decision)),
-            Check::Pending(future) => Check::Pending(Box::pin(async move { anonymous(future.await) })),
+            Check::Pending(future) => {
+                Check::Pending(Box::pin(async move { anonymous(future.await) }))
+            }
         }
     }
 
@@ -289,7 +297,9 @@ impl<P, F> Clone for Fallback<P, F> {
 
 impl<P, F> fmt::Debug for Fallback<P, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Fallback").field("timeout", &self.timeout).finish_non_exhaustive()
+        f.debug_struct("Fallback")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -325,8 +335,12 @@ fn is_unavailable(decision: &AuthDecision) -> bool {
 impl<P: Authenticate, F: Authenticate> Authenticate for Fallback<P, F> {
     fn check(&self, head: &RequestHead<'_>) -> Check {
         match self.primary.check(head) {
-            Check::Ready(AuthDecision::NotPresent) => map_check(self.fallback.check(head), FallbackReason::NotPresent),
-            Check::Ready(d) if is_unavailable(&d) => map_check(self.fallback.check(head), FallbackReason::Unavailable),
+            Check::Ready(AuthDecision::NotPresent) => {
+                map_check(self.fallback.check(head), FallbackReason::NotPresent)
+            }
+            Check::Ready(d) if is_unavailable(&d) => {
+                map_check(self.fallback.check(head), FallbackReason::Unavailable)
+            }
             Check::Ready(decided) => Check::Ready(decided),
             Check::Pending(primary) => {
                 let fallback = self.fallback.check(head);
@@ -352,7 +366,9 @@ impl<P: Authenticate, F: Authenticate> Authenticate for Fallback<P, F> {
 fn map_check(check: Check, why: FallbackReason) -> Check {
     match check {
         Check::Ready(decision) => Check::Ready(mark_fallback(decision, why)),
-        Check::Pending(future) => Check::Pending(Box::pin(async move { mark_fallback(future.await, why) })),
+        Check::Pending(future) => {
+            Check::Pending(Box::pin(async move { mark_fallback(future.await, why) }))
+        }
     }
 }
 
@@ -366,27 +382,38 @@ pub struct AuthenticateLayer<A, R = DefaultRejection> {
 
 impl<A, R: Clone> Clone for AuthenticateLayer<A, R> {
     fn clone(&self) -> Self {
-        Self { auth: Arc::clone(&self.auth), respond: self.respond.clone() }
+        Self {
+            auth: Arc::clone(&self.auth),
+            respond: self.respond.clone(),
+        }
     }
 }
 
 impl<A, R: fmt::Debug> fmt::Debug for AuthenticateLayer<A, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthenticateLayer").field("respond", &self.respond).finish_non_exhaustive()
+        f.debug_struct("AuthenticateLayer")
+            .field("respond", &self.respond)
+            .finish_non_exhaustive()
     }
 }
 
 impl<A: Authenticate> AuthenticateLayer<A> {
     /// Authenticates every request with `auth`.
     pub fn new(auth: A) -> Self {
-        Self { auth: Arc::new(auth), respond: DefaultRejection::new() }
+        Self {
+            auth: Arc::new(auth),
+            respond: DefaultRejection::new(),
+        }
     }
 }
 
 impl<A, R> AuthenticateLayer<A, R> {
     /// Replaces the response sent when a request is rejected.
     pub fn with_rejection_response<R2>(self, respond: R2) -> AuthenticateLayer<A, R2> {
-        AuthenticateLayer { auth: self.auth, respond }
+        AuthenticateLayer {
+            auth: self.auth,
+            respond,
+        }
     }
 }
 
@@ -394,7 +421,11 @@ impl<S, A, R: Clone> Layer<S> for AuthenticateLayer<A, R> {
     type Service = Authenticated<S, A, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Authenticated { inner, auth: Arc::clone(&self.auth), respond: self.respond.clone() }
+        Authenticated {
+            inner,
+            auth: Arc::clone(&self.auth),
+            respond: self.respond.clone(),
+        }
     }
 }
 
@@ -407,13 +438,19 @@ pub struct Authenticated<S, A, R> {
 
 impl<S: Clone, A, R: Clone> Clone for Authenticated<S, A, R> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), auth: Arc::clone(&self.auth), respond: self.respond.clone() }
+        Self {
+            inner: self.inner.clone(),
+            auth: Arc::clone(&self.auth),
+            respond: self.respond.clone(),
+        }
     }
 }
 
 impl<S: fmt::Debug, A, R> fmt::Debug for Authenticated<S, A, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Authenticated").field("inner", &self.inner).finish_non_exhaustive()
+        f.debug_struct("Authenticated")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
     }
 }
 
@@ -435,7 +472,13 @@ fn apply<B, ResBody, A: Authenticate, R: RespondToRejection<ResBody>>(
         AuthDecision::ViaFallback(inner, why) => (*inner, Some(why)),
         other => (other, None),
     };
-    let mark = |outcome: AuthOutcome| if fallback.is_some() { outcome.via_fallback() } else { outcome };
+    let mark = |outcome: AuthOutcome| {
+        if fallback.is_some() {
+            outcome.via_fallback()
+        } else {
+            outcome
+        }
+    };
     let (rejection, method) = match decision {
         AuthDecision::Accepted(principal, method) => {
             let outcome = mark(AuthOutcome::authenticated(method, &principal));
@@ -480,10 +523,14 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         match self.auth.check(&RequestHead::of(&request)) {
-            Check::Ready(decision) => match apply(&*self.auth, &self.respond, &mut request, decision) {
-                Next::Call(outcome) => ResponseFuture::calling(self.inner.call(request), outcome),
-                Next::Respond(response) => ResponseFuture::responded(response),
-            },
+            Check::Ready(decision) => {
+                match apply(&*self.auth, &self.respond, &mut request, decision) {
+                    Next::Call(outcome) => {
+                        ResponseFuture::calling(self.inner.call(request), outcome)
+                    }
+                    Next::Respond(response) => ResponseFuture::responded(response),
+                }
+            }
             Check::Pending(future) => {
                 // Hand the service that was driven to readiness to the future
                 // and keep a fresh clone (tower's "Be careful when cloning
@@ -542,11 +589,17 @@ where
     S: Service<Request<ReqBody>>,
 {
     fn calling(future: S::Future, outcome: Option<AuthOutcome>) -> Self {
-        Self { state: State::Calling { future, outcome } }
+        Self {
+            state: State::Calling { future, outcome },
+        }
     }
 
     fn responded(response: S::Response) -> Self {
-        Self { state: State::Responded { response: Some(response) } }
+        Self {
+            state: State::Responded {
+                response: Some(response),
+            },
+        }
     }
 }
 
@@ -572,12 +625,23 @@ where
         loop {
             let next = match this.state.as_mut().project() {
                 StateProj::Checking { pending } => {
-                    let Waiting { future, request, inner, auth, respond } = &mut **pending;
+                    let Waiting {
+                        future,
+                        request,
+                        inner,
+                        auth,
+                        respond,
+                    } = &mut **pending;
                     let decision = ready!(future.as_mut().poll(cx));
                     let mut request = request.take().expect("polled after completion");
                     match apply(&**auth, respond, &mut request, decision) {
-                        Next::Call(outcome) => State::Calling { future: inner.call(request), outcome },
-                        Next::Respond(response) => State::Responded { response: Some(response) },
+                        Next::Call(outcome) => State::Calling {
+                            future: inner.call(request),
+                            outcome,
+                        },
+                        Next::Respond(response) => State::Responded {
+                            response: Some(response),
+                        },
                     }
                 }
                 StateProj::Calling { future, outcome } => {
@@ -617,12 +681,21 @@ mod tests {
         fn check(&self, head: &RequestHead<'_>) -> Check {
             self.calls.fetch_add(1, Ordering::SeqCst);
             let decision = if self.down {
-                AuthDecision::Rejected(Rejection::new(FailureReason::UpstreamUnavailable), AuthMethod::Other("header"))
+                AuthDecision::Rejected(
+                    Rejection::new(FailureReason::UpstreamUnavailable),
+                    AuthMethod::Other("header"),
+                )
             } else {
                 match head.headers.get("x-test").map(|v| v.as_bytes()) {
                     None => AuthDecision::NotPresent,
-                    Some(b"ok") => AuthDecision::Accepted(Principal::new("header-user", PrincipalKind::Service), AuthMethod::Other("header")),
-                    Some(_) => AuthDecision::Rejected(Rejection::new(FailureReason::InvalidCredentials), AuthMethod::Other("header")),
+                    Some(b"ok") => AuthDecision::Accepted(
+                        Principal::new("header-user", PrincipalKind::Service),
+                        AuthMethod::Other("header"),
+                    ),
+                    Some(_) => AuthDecision::Rejected(
+                        Rejection::new(FailureReason::InvalidCredentials),
+                        AuthMethod::Other("header"),
+                    ),
                 }
             };
             match self.delay {
@@ -637,7 +710,9 @@ mod tests {
 
     fn jwt() -> crate::jwt::JwtAuthenticator {
         use crate::jwt::{Algorithm, JwtLayer, JwtVerifier, KeySet, VerifyingKey};
-        let keys = KeySet::new().with_key(VerifyingKey::hmac(Algorithm::HS256, SECRET).unwrap()).unwrap();
+        let keys = KeySet::new()
+            .with_key(VerifyingKey::hmac(Algorithm::HS256, SECRET).unwrap())
+            .unwrap();
         JwtLayer::new(JwtVerifier::builder(keys).build().unwrap()).authenticator()
     }
 
@@ -645,13 +720,21 @@ mod tests {
 
     fn token() -> String {
         let claims = serde_json::json!({"sub": "jwt-user", "exp": jsonwebtoken::get_current_timestamp() + 600});
-        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
     }
 
     async fn run<A: Authenticate>(auth: A, request: Request<String>) -> Response<String> {
         AuthenticateLayer::new(auth)
             .layer(service_fn(|req: Request<String>| async move {
-                let who = req.extensions().get::<Principal>().map_or("<anonymous>".to_owned(), |p| p.subject().to_owned());
+                let who = req
+                    .extensions()
+                    .get::<Principal>()
+                    .map_or("<anonymous>".to_owned(), |p| p.subject().to_owned());
                 Ok::<_, Infallible>(Response::new(who))
             }))
             .oneshot(request)
@@ -671,10 +754,18 @@ mod tests {
     async fn or_accepts_either_credential() {
         let other = HeaderAuth::default();
         let auth = jwt().or(other.clone());
-        let res = run(auth.clone(), request(&[("authorization", format!("Bearer {}", token()))])).await;
+        let res = run(
+            auth.clone(),
+            request(&[("authorization", format!("Bearer {}", token()))]),
+        )
+        .await;
         assert_eq!(res.body(), "jwt-user");
         assert_eq!(AuthOutcome::of(&res).unwrap().method(), AuthMethod::Jwt);
-        assert_eq!(other.calls.load(Ordering::SeqCst), 0, "the second is not consulted");
+        assert_eq!(
+            other.calls.load(Ordering::SeqCst),
+            0,
+            "the second is not consulted"
+        );
 
         let res = run(auth.clone(), request(&[("x-test", "ok".into())])).await;
         assert_eq!(res.body(), "header-user");
@@ -682,33 +773,59 @@ mod tests {
         let res = run(auth, request(&[])).await;
         assert_eq!(res.status(), 401);
         assert_eq!(res.headers()["www-authenticate"], "Bearer");
-        assert_eq!(res.extensions().get::<Rejection>().unwrap().reason(), FailureReason::MissingToken);
+        assert_eq!(
+            res.extensions().get::<Rejection>().unwrap().reason(),
+            FailureReason::MissingToken
+        );
     }
 
     #[tokio::test]
     async fn or_never_tries_the_second_after_a_failed_credential() {
         let auth = jwt().or(HeaderAuth::default());
-        let req = request(&[("authorization", "Bearer forged.token.here".into()), ("x-test", "ok".into())]);
+        let req = request(&[
+            ("authorization", "Bearer forged.token.here".into()),
+            ("x-test", "ok".into()),
+        ]);
         let res = run(auth, req).await;
         assert_eq!(res.status(), 401);
-        assert_eq!(res.extensions().get::<Rejection>().unwrap().reason(), FailureReason::InvalidToken);
+        assert_eq!(
+            res.extensions().get::<Rejection>().unwrap().reason(),
+            FailureReason::InvalidToken
+        );
         assert_eq!(AuthOutcome::of(&res).unwrap().method(), AuthMethod::Jwt);
     }
 
     #[tokio::test]
     async fn optional_lets_anonymous_requests_through_but_not_bad_credentials() {
         let res = run(jwt().optional(), request(&[])).await;
-        assert_eq!((res.status().as_u16(), res.body().as_str()), (200, "<anonymous>"));
+        assert_eq!(
+            (res.status().as_u16(), res.body().as_str()),
+            (200, "<anonymous>")
+        );
         assert!(AuthOutcome::of(&res).is_none());
-        let res = run(jwt().optional(), request(&[("authorization", "Bearer a.b.c".into())])).await;
+        let res = run(
+            jwt().optional(),
+            request(&[("authorization", "Bearer a.b.c".into())]),
+        )
+        .await;
         assert_eq!(res.status(), 401);
     }
 
     #[tokio::test(start_paused = true)]
     async fn fallback_decides_when_the_primary_times_out() {
-        let slow = HeaderAuth { delay: Some(Duration::from_secs(30)), ..HeaderAuth::default() };
+        let slow = HeaderAuth {
+            delay: Some(Duration::from_secs(30)),
+            ..HeaderAuth::default()
+        };
         let auth = slow.with_fallback(jwt(), Duration::from_secs(2));
-        let res = run(auth, request(&[("authorization", format!("Bearer {}", token())), ("x-test", "ok".into())])).await;
+        let res = run(
+            auth,
+            request(&[
+                ("authorization", format!("Bearer {}", token())),
+                ("x-test", "ok".into()),
+            ]),
+        )
+        .await;
         assert_eq!(res.body(), "jwt-user");
         let outcome = AuthOutcome::of(&res).unwrap();
         assert!(outcome.is_fallback());
@@ -717,9 +834,16 @@ mod tests {
 
     #[tokio::test]
     async fn fallback_decides_when_the_primary_is_unavailable() {
-        let down = HeaderAuth { down: true, ..HeaderAuth::default() };
+        let down = HeaderAuth {
+            down: true,
+            ..HeaderAuth::default()
+        };
         let auth = down.with_fallback(jwt(), Duration::from_secs(2));
-        let res = run(auth.clone(), request(&[("authorization", format!("Bearer {}", token()))])).await;
+        let res = run(
+            auth.clone(),
+            request(&[("authorization", format!("Bearer {}", token()))]),
+        )
+        .await;
         assert_eq!(res.status(), 200);
         assert!(AuthOutcome::of(&res).unwrap().is_fallback());
 
@@ -727,14 +851,20 @@ mod tests {
         let res = run(auth, request(&[("authorization", "Bearer a.b.c".into())])).await;
         assert_eq!(res.status(), 401);
         assert!(AuthOutcome::of(&res).unwrap().is_fallback());
-        assert_eq!(res.extensions().get::<FallbackReason>(), Some(&FallbackReason::Unavailable));
+        assert_eq!(
+            res.extensions().get::<FallbackReason>(),
+            Some(&FallbackReason::Unavailable)
+        );
     }
 
     #[tokio::test]
     async fn fallback_never_overrides_a_rejection() {
         let fallback = HeaderAuth::default();
         let auth = jwt().with_fallback(fallback.clone(), Duration::from_secs(2));
-        let req = request(&[("authorization", "Bearer forged.token.here".into()), ("x-test", "ok".into())]);
+        let req = request(&[
+            ("authorization", "Bearer forged.token.here".into()),
+            ("x-test", "ok".into()),
+        ]);
         let res = run(auth, req).await;
         assert_eq!(res.status(), 401);
         assert!(!AuthOutcome::of(&res).unwrap().is_fallback());
@@ -747,24 +877,64 @@ mod tests {
         use crate::jwt::{Algorithm, JwtLayer, JwtVerifier, KeySet, VerifyingKey};
         struct Down;
         impl portcullis_core::RevocationStore for Down {
-            async fn revoke_token(&self, _: &str, _: std::time::SystemTime) -> Result<bool, portcullis_core::StoreError> {
-                Err(portcullis_core::StoreError::new(portcullis_core::StoreErrorKind::Unavailable, "down"))
+            async fn revoke_token(
+                &self,
+                _: &str,
+                _: std::time::SystemTime,
+            ) -> Result<bool, portcullis_core::StoreError> {
+                Err(portcullis_core::StoreError::new(
+                    portcullis_core::StoreErrorKind::Unavailable,
+                    "down",
+                ))
             }
-            async fn revoke_family(&self, _: &str, _: std::time::SystemTime) -> Result<(), portcullis_core::StoreError> {
-                Err(portcullis_core::StoreError::new(portcullis_core::StoreErrorKind::Unavailable, "down"))
+            async fn revoke_family(
+                &self,
+                _: &str,
+                _: std::time::SystemTime,
+            ) -> Result<(), portcullis_core::StoreError> {
+                Err(portcullis_core::StoreError::new(
+                    portcullis_core::StoreErrorKind::Unavailable,
+                    "down",
+                ))
             }
-            async fn revoke_subject(&self, _: &str, _: std::time::SystemTime, _: std::time::SystemTime) -> Result<(), portcullis_core::StoreError> {
-                Err(portcullis_core::StoreError::new(portcullis_core::StoreErrorKind::Unavailable, "down"))
+            async fn revoke_subject(
+                &self,
+                _: &str,
+                _: std::time::SystemTime,
+                _: std::time::SystemTime,
+            ) -> Result<(), portcullis_core::StoreError> {
+                Err(portcullis_core::StoreError::new(
+                    portcullis_core::StoreErrorKind::Unavailable,
+                    "down",
+                ))
             }
-            async fn is_revoked(&self, _: &portcullis_core::TokenRef<'_>) -> Result<bool, portcullis_core::StoreError> {
-                Err(portcullis_core::StoreError::new(portcullis_core::StoreErrorKind::Unavailable, "down"))
+            async fn is_revoked(
+                &self,
+                _: &portcullis_core::TokenRef<'_>,
+            ) -> Result<bool, portcullis_core::StoreError> {
+                Err(portcullis_core::StoreError::new(
+                    portcullis_core::StoreErrorKind::Unavailable,
+                    "down",
+                ))
             }
         }
-        let keys = KeySet::new().with_key(VerifyingKey::hmac(Algorithm::HS256, SECRET).unwrap()).unwrap();
-        let remote = JwtLayer::new(JwtVerifier::builder(keys).build().unwrap()).with_revocation(Down).authenticator();
-        let res = run(remote.clone(), request(&[("authorization", format!("Bearer {}", token()))])).await;
+        let keys = KeySet::new()
+            .with_key(VerifyingKey::hmac(Algorithm::HS256, SECRET).unwrap())
+            .unwrap();
+        let remote = JwtLayer::new(JwtVerifier::builder(keys).build().unwrap())
+            .with_revocation(Down)
+            .authenticator();
+        let res = run(
+            remote.clone(),
+            request(&[("authorization", format!("Bearer {}", token()))]),
+        )
+        .await;
         assert_eq!(res.status(), 503, "alone, the primary fails closed");
-        let res = run(remote.with_fallback(jwt(), Duration::from_secs(2)), request(&[("authorization", format!("Bearer {}", token()))])).await;
+        let res = run(
+            remote.with_fallback(jwt(), Duration::from_secs(2)),
+            request(&[("authorization", format!("Bearer {}", token()))]),
+        )
+        .await;
         assert_eq!(res.status(), 200);
         assert!(AuthOutcome::of(&res).unwrap().is_fallback());
     }

@@ -207,19 +207,30 @@ impl crate::authenticate::Authenticate for JwtAuthenticator {
 
         let shared = &self.shared;
         match shared.decide(head.headers, head.uri) {
-            Decision::Accept(verified) => Check::Ready(AuthDecision::Accepted(verified.into_principal(), AuthMethod::Jwt)),
-            Decision::Reject(_, FailureReason::MissingToken) => Check::Ready(AuthDecision::NotPresent),
-            Decision::Reject(err, reason) => {
-                Check::Ready(AuthDecision::Rejected(rejection(shared, &err, reason), AuthMethod::Jwt))
+            Decision::Accept(verified) => Check::Ready(AuthDecision::Accepted(
+                verified.into_principal(),
+                AuthMethod::Jwt,
+            )),
+            Decision::Reject(_, FailureReason::MissingToken) => {
+                Check::Ready(AuthDecision::NotPresent)
             }
+            Decision::Reject(err, reason) => Check::Ready(AuthDecision::Rejected(
+                rejection(shared, &err, reason),
+                AuthMethod::Jwt,
+            )),
             Decision::Pending(check) => {
                 let shared = Arc::clone(shared);
                 Check::Pending(Box::pin(async move {
                     match check.await {
-                        Ok(verified) => AuthDecision::Accepted(verified.into_principal(), AuthMethod::Jwt),
+                        Ok(verified) => {
+                            AuthDecision::Accepted(verified.into_principal(), AuthMethod::Jwt)
+                        }
                         Err(err) => {
                             let reason = err.reason();
-                            AuthDecision::Rejected(rejection(&shared, &err, reason), AuthMethod::Jwt)
+                            AuthDecision::Rejected(
+                                rejection(&shared, &err, reason),
+                                AuthMethod::Jwt,
+                            )
                         }
                     }
                 }))
