@@ -9,8 +9,8 @@
 //! - [`AuthOutcome`]: the protocol by which layers tell outer layers what
 //!   happened (see [`outcome`]).
 //! - [`Clock`]: injectable wall-clock time, with a [`FakeClock`] for tests.
-//! - [`StoreError`] and the store traits ([`RevocationStore`]), with bounded
-//!   in-memory implementations.
+//! - [`StoreError`] and the store traits ([`RevocationStore`],
+//!   [`ApiKeyStore`]), with bounded in-memory implementations.
 //! - [`TrustedProxies`]: client address resolution that spoofed forwarding
 //!   headers cannot change.
 //!
@@ -24,6 +24,7 @@
 //! | `axum` | no | `Principal` as an axum extractor (`FromRequestParts` and `OptionalFromRequestParts`) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod api_key;
 pub mod client_ip;
 mod clock;
 pub mod outcome;
@@ -32,6 +33,10 @@ mod rejection;
 pub mod revocation;
 mod store;
 
+pub use api_key::{
+    API_KEY_DIGEST_LEN, ApiKeyDigest, ApiKeyFilter, ApiKeyInfo, ApiKeyRecord, ApiKeyStore,
+    BoxApiKeyStore, MemoryApiKeyStore,
+};
 pub use client_ip::{ClientIp, ForwardedHeader, PeerAddr, TrustedProxies};
 pub use clock::{Clock, FakeClock, SharedClock, SystemClock};
 pub use outcome::{AuthMethod, AuthOutcome};

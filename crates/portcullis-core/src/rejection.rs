@@ -324,11 +324,41 @@ impl Challenge {
     }
 }
 
+/// The challenges of a rejection: none, one (no allocation), or several
+/// (a composed route accepting several schemes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+enum Challenges {
+    #[default]
+    None,
+    One(Challenge),
+    Many(Arc<[Challenge]>),
+}
+
+impl Challenges {
+    const fn none() -> Self {
+        Self::None
+    }
+
+    fn as_slice(&self) -> &[Challenge] {
+        match self {
+            Self::None => &[],
+            Self::One(challenge) => std::slice::from_ref(challenge),
+            Self::Many(challenges) => challenges,
+        }
+    }
+}
+
 /// A refused request.
 ///
 /// Layers never return rejections as `Service::Error`: they answer with a
 /// response built by a responder and put the `Rejection` in that response's
 /// extensions, where outer layers (lockout, audit) find it.
+///
+/// A rejection may carry several [`Challenge`]s: a route that accepts a
+/// bearer token *or* an API key answers a request without credentials with
+/// both. They are rendered into **one** `WWW-Authenticate` value, the
+/// challenges separated by commas (RFC 9110 §11.6.1 allows a list of
+/// challenges in one field value), e.g. `Bearer realm="api", ApiKey`.
 ///
 /// The `Display` output is the reason only; the optional
 /// [`detail`](Self::detail) is a fixed internal note for logs and tests and
@@ -336,7 +366,7 @@ impl Challenge {
 #[derive(Clone)]
 pub struct Rejection {
     reason: FailureReason,
-    challenge: Option<Challenge>,
+    challenges: Challenges,
     required_scope: Option<Arc<str>>,
     retry_after: Option<Duration>,
     subject: Option<Arc<str>>,
@@ -350,7 +380,7 @@ impl Rejection {
     pub const fn new(reason: FailureReason) -> Self {
         Self {
             reason,
-            challenge: None,
+            challenges: Challenges::none(),
             required_scope: None,
             retry_after: None,
             subject: None,
@@ -359,10 +389,30 @@ impl Rejection {
         }
     }
 
-    /// Adds the `WWW-Authenticate` challenge sent with a 401 or 403.
+    /// Sets the `WWW-Authenticate` challenge sent with a 401 or 403,
+    /// replacing any set before.
     #[must_use]
     pub fn with_challenge(mut self, challenge: Challenge) -> Self {
-        self.challenge = Some(challenge);
+        self.challenges = Challenges::One(challenge);
+        self
+    }
+
+    /// Sets several challenges, one per scheme the route accepts, replacing
+    /// any set before. Duplicates are dropped; the order is kept (clients
+    /// tend to try the first scheme they support).
+    #[must_use]
+    pub fn with_challenges(mut self, challenges: impl IntoIterator<Item = Challenge>) -> Self {
+        let mut unique: Vec<Challenge> = Vec::new();
+        for challenge in challenges {
+            if !unique.contains(&challenge) {
+                unique.push(challenge);
+            }
+        }
+        self.challenges = match unique.len() {
+            0 => Challenges::None,
+            1 => Challenges::One(unique.remove(0)),
+            _ => Challenges::Many(unique.into()),
+        };
         self
     }
 
@@ -424,10 +474,16 @@ impl Rejection {
         self.reason.grpc_code()
     }
 
-    /// The challenge, if the layer set one.
+    /// The first challenge, if the layer set any.
     #[must_use]
     pub fn challenge(&self) -> Option<&Challenge> {
-        self.challenge.as_ref()
+        self.challenges.as_slice().first()
+    }
+
+    /// Every challenge, in the order they are rendered.
+    #[must_use]
+    pub fn challenges(&self) -> &[Challenge] {
+        self.challenges.as_slice()
     }
 
     /// The scope that would have been enough, if known.
@@ -460,41 +516,58 @@ impl Rejection {
     /// `Bearer` challenge; 403 `insufficient_permissions` gets one with
     /// `error="insufficient_scope"` when a challenge was set. Without
     /// credentials (`missing_token`) no `error=` is sent (RFC 6750 §3).
+    ///
+    /// Several challenges are written into this one value, separated by
+    /// `", "`; each gets the same `error=` parameters.
     #[must_use]
     pub fn www_authenticate(&self) -> Option<String> {
         let is_401 = self.status() == StatusCode::UNAUTHORIZED;
         let is_400 = self.status() == StatusCode::BAD_REQUEST;
-        let challenge = match (&self.challenge, is_401) {
-            (Some(c), _) => c.clone(),
-            (None, true) => Challenge::bearer(),
-            (None, false) => return None,
-        };
         if !(is_401 || is_400 || self.reason == FailureReason::InsufficientPermissions) {
             return None;
         }
-        let mut value = String::with_capacity(64);
+        let default = [Challenge::bearer()];
+        let challenges = match (self.challenges.as_slice(), is_401) {
+            ([], true) => &default[..],
+            ([], false) => return None,
+            (set, _) => set,
+        };
+        let mut value = String::with_capacity(64 * challenges.len());
+        for (i, challenge) in challenges.iter().enumerate() {
+            if i > 0 {
+                value.push_str(", ");
+            }
+            self.push_challenge(&mut value, challenge);
+        }
+        Some(value)
+    }
+
+    fn push_challenge(&self, value: &mut String, challenge: &Challenge) {
         value.push_str(challenge.scheme());
-        let mut params: Vec<(&str, &str)> = Vec::with_capacity(4);
+        let mut params: [(&str, &str); 4] = [("", ""); 4];
+        let mut n = 0;
         if let Some(realm) = challenge.realm() {
-            params.push(("realm", realm));
+            params[n] = ("realm", realm);
+            n += 1;
         }
         if let Some(error) = self.reason.bearer_error() {
-            params.push(("error", error));
-            params.push(("error_description", self.reason.description()));
+            params[n] = ("error", error);
+            params[n + 1] = ("error_description", self.reason.description());
+            n += 2;
         }
         if self.reason == FailureReason::InsufficientPermissions
             && let Some(scope) = self.required_scope()
         {
-            params.push(("scope", scope));
+            params[n] = ("scope", scope);
+            n += 1;
         }
-        for (i, (name, val)) in params.iter().enumerate() {
+        for (i, (name, val)) in params[..n].iter().enumerate() {
             value.push_str(if i == 0 { " " } else { ", " });
             value.push_str(name);
             value.push_str("=\"");
-            push_quoted(&mut value, val);
+            push_quoted(value, val);
             value.push('"');
         }
-        Some(value)
     }
 }
 
@@ -517,7 +590,7 @@ impl fmt::Debug for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Rejection")
             .field("reason", &self.reason)
-            .field("challenge", &self.challenge)
+            .field("challenges", &self.challenges.as_slice())
             .field("required_scope", &self.required_scope)
             .field("retry_after", &self.retry_after)
             .field("subject", &self.subject.as_ref().map(|_| "<set>"))
@@ -654,6 +727,41 @@ mod tests {
         let v = r.www_authenticate().unwrap();
         assert!(v.contains(r#"error="insufficient_scope""#), "{v}");
         assert!(v.contains(r#"scope="orders:write \"x\"""#), "{v}");
+    }
+
+    #[test]
+    fn several_challenges_share_one_header_value() {
+        let r = Rejection::new(FailureReason::MissingToken).with_challenges([
+            Challenge::bearer().with_realm("api"),
+            Challenge::new("ApiKey"),
+            Challenge::bearer().with_realm("api"),
+        ]);
+        assert_eq!(r.challenges().len(), 2, "duplicates are dropped");
+        assert_eq!(r.challenge().unwrap().scheme(), "Bearer");
+        assert_eq!(
+            r.www_authenticate().unwrap(),
+            r#"Bearer realm="api", ApiKey"#
+        );
+        assert!(http::HeaderValue::from_str(&r.www_authenticate().unwrap()).is_ok());
+
+        let r = Rejection::new(FailureReason::InvalidApiKey)
+            .with_challenges([Challenge::new("ApiKey").with_realm("api")]);
+        assert_eq!(
+            r.www_authenticate().unwrap(),
+            r#"ApiKey realm="api", error="invalid_token", error_description="the API key is not valid""#
+        );
+        let r = Rejection::new(FailureReason::MissingToken).with_challenges([]);
+        assert_eq!(
+            r.www_authenticate().unwrap(),
+            "Bearer",
+            "401 always has one"
+        );
+        assert!(r.challenges().is_empty());
+        // A later single challenge replaces the list.
+        let r = Rejection::new(FailureReason::MissingToken)
+            .with_challenges([Challenge::bearer(), Challenge::new("ApiKey")])
+            .with_challenge(Challenge::new("ApiKey"));
+        assert_eq!(r.www_authenticate().unwrap(), "ApiKey");
     }
 
     #[test]

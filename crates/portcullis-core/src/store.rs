@@ -15,6 +15,8 @@ pub enum StoreErrorKind {
     Corrupt,
     /// A bounded store is full of live entries and cannot take another.
     CapacityExceeded,
+    /// An entry with the same identifier already exists.
+    Conflict,
     /// Anything else.
     Other,
 }
@@ -28,6 +30,7 @@ impl StoreErrorKind {
             Self::Timeout => "timeout",
             Self::Corrupt => "corrupt",
             Self::CapacityExceeded => "capacity_exceeded",
+            Self::Conflict => "conflict",
             Self::Other => "other",
         }
     }

@@ -18,6 +18,9 @@
 //! - [`Or`]: `jwt.or(api_key)` accepts either credential;
 //! - [`Optional`]: lets requests without a credential through anonymously,
 //!   still refusing bad credentials;
+//! - [`AllOf`]: [`all_of(a, b)`](all_of) for the rare route that needs two
+//!   credentials at once (a user token *and* a device key); the principal
+//!   is the first's;
 //! - [`Fallback`]: seed 000's `AuthManager` — try a remote authenticator
 //!   under a timeout and, when it cannot answer (timeout, open circuit, store
 //!   down: `upstream_unavailable`), decide with a local one instead. The
@@ -28,6 +31,11 @@
 //! the same protocol as every Portcullis authenticator: the principal in the
 //! request extensions, an [`AuthOutcome`] on the response, rejections as
 //! responses carrying their [`Rejection`].
+//!
+//! A request with no credential at all is refused with `401 missing_token`
+//! carrying the challenge of **every** scheme the composed authenticator
+//! accepts ([`Authenticate::challenges`]), in one `WWW-Authenticate` value:
+//! `Bearer realm="api", ApiKey` for `jwt.or(api_key)`.
 //!
 //! # Example
 //!
@@ -152,9 +160,18 @@ pub trait Authenticate: Send + Sync + 'static {
     /// Looks at the request.
     fn check(&self, head: &RequestHead<'_>) -> Check;
 
-    /// The challenge for a request that carried no credential at all.
+    /// The challenge of this authenticator's own scheme (`Bearer` unless
+    /// overridden).
     fn challenge(&self) -> Challenge {
         Challenge::bearer()
+    }
+
+    /// Every challenge for a request that carried no credential at all:
+    /// one per scheme this authenticator accepts, in order. A single
+    /// authenticator has its [`challenge`](Self::challenge); combinators
+    /// return the union of their parts', without duplicates.
+    fn challenges(&self) -> Vec<Challenge> {
+        vec![self.challenge()]
     }
 }
 
@@ -166,6 +183,20 @@ impl<A: Authenticate + ?Sized> Authenticate for Arc<A> {
     fn challenge(&self) -> Challenge {
         (**self).challenge()
     }
+
+    fn challenges(&self) -> Vec<Challenge> {
+        (**self).challenges()
+    }
+}
+
+/// `a`'s challenges followed by those of `b` it lacks.
+fn union(mut a: Vec<Challenge>, b: Vec<Challenge>) -> Vec<Challenge> {
+    for challenge in b {
+        if !a.contains(&challenge) {
+            a.push(challenge);
+        }
+    }
+    a
 }
 
 /// Combinators for authenticators.
@@ -181,6 +212,11 @@ pub trait AuthenticateExt: Authenticate + Sized {
     /// Lets requests without any credential through without a principal.
     fn optional(self) -> Optional<Self> {
         Optional { inner: self }
+    }
+
+    /// Requires this credential **and** `other`'s. See [`all_of`].
+    fn and<B: Authenticate>(self, other: B) -> AllOf<Self, B> {
+        all_of(self, other)
     }
 
     /// Decides with `fallback` when this authenticator times out after
@@ -240,6 +276,10 @@ impl<A: Authenticate, B: Authenticate> Authenticate for Or<A, B> {
     fn challenge(&self) -> Challenge {
         self.first.challenge()
     }
+
+    fn challenges(&self) -> Vec<Challenge> {
+        union(self.first.challenges(), self.second.challenges())
+    }
 }
 
 /// Lets requests without a credential through anonymously. See
@@ -265,6 +305,110 @@ impl<A: Authenticate> Authenticate for Optional<A> {
 
     fn challenge(&self) -> Challenge {
         self.inner.challenge()
+    }
+
+    fn challenges(&self) -> Vec<Challenge> {
+        self.inner.challenges()
+    }
+}
+
+/// Requires both credentials: `a`'s **and** `b`'s.
+///
+/// - both accepted: accepted, with **`a`'s principal** (and method). The
+///   second credential only gates the request: its principal is dropped and
+///   its scopes are *not* merged in, so a weaker credential can never widen
+///   what the first one grants. Put the credential whose identity and
+///   scopes should apply first;
+/// - either rejected: rejected (`a`'s rejection if both are), so a bad
+///   credential is refused even when the other one is missing;
+/// - otherwise (one or both absent): *not present*, so the middleware
+///   answers `401 missing_token` with both challenges, and an enclosing
+///   [`Or`] or [`Optional`] may act on it.
+///
+/// Both checks run for every request (the second one's store lookup too,
+/// unless the first already rejected synchronously).
+pub fn all_of<A: Authenticate, B: Authenticate>(a: A, b: B) -> AllOf<A, B> {
+    AllOf {
+        first: Arc::new(a),
+        second: Arc::new(b),
+    }
+}
+
+/// Requires two credentials at once. See [`all_of`].
+pub struct AllOf<A, B> {
+    first: Arc<A>,
+    second: Arc<B>,
+}
+
+impl<A, B> Clone for AllOf<A, B> {
+    fn clone(&self) -> Self {
+        Self {
+            first: Arc::clone(&self.first),
+            second: Arc::clone(&self.second),
+        }
+    }
+}
+
+impl<A, B> fmt::Debug for AllOf<A, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AllOf").finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Accepted,
+    Rejected,
+    Absent,
+}
+
+fn verdict(decision: &AuthDecision) -> Verdict {
+    match decision {
+        AuthDecision::Accepted(..) => Verdict::Accepted,
+        AuthDecision::Rejected(..) => Verdict::Rejected,
+        AuthDecision::NotPresent | AuthDecision::Anonymous => Verdict::Absent,
+        AuthDecision::ViaFallback(inner, _) => verdict(inner),
+    }
+}
+
+fn both(first: AuthDecision, second: AuthDecision) -> AuthDecision {
+    match (verdict(&first), verdict(&second)) {
+        (Verdict::Rejected, _) | (Verdict::Accepted, Verdict::Accepted) => first,
+        (_, Verdict::Rejected) => second,
+        _ => AuthDecision::NotPresent,
+    }
+}
+
+impl<A: Authenticate, B: Authenticate> Authenticate for AllOf<A, B> {
+    fn check(&self, head: &RequestHead<'_>) -> Check {
+        match self.first.check(head) {
+            Check::Ready(first) if verdict(&first) == Verdict::Rejected => Check::Ready(first),
+            Check::Ready(first) => match self.second.check(head) {
+                Check::Ready(second) => Check::Ready(both(first, second)),
+                Check::Pending(second) => {
+                    Check::Pending(Box::pin(async move { both(first, second.await) }))
+                }
+            },
+            Check::Pending(first) => {
+                // Prepared now, while the request head is borrowed.
+                let second = self.second.check(head);
+                Check::Pending(Box::pin(async move {
+                    let first = first.await;
+                    if verdict(&first) == Verdict::Rejected {
+                        return first;
+                    }
+                    both(first, second.decision().await)
+                }))
+            }
+        }
+    }
+
+    fn challenge(&self) -> Challenge {
+        self.first.challenge()
+    }
+
+    fn challenges(&self) -> Vec<Challenge> {
+        union(self.first.challenges(), self.second.challenges())
     }
 }
 
@@ -360,6 +504,10 @@ impl<P: Authenticate, F: Authenticate> Authenticate for Fallback<P, F> {
 
     fn challenge(&self) -> Challenge {
         self.primary.challenge()
+    }
+
+    fn challenges(&self) -> Vec<Challenge> {
+        union(self.primary.challenges(), self.fallback.challenges())
     }
 }
 
@@ -487,7 +635,7 @@ fn apply<B, ResBody, A: Authenticate, R: RespondToRejection<ResBody>>(
         }
         AuthDecision::Anonymous => return Next::Call(None),
         AuthDecision::NotPresent | AuthDecision::ViaFallback(..) => (
-            Rejection::new(FailureReason::MissingToken).with_challenge(auth.challenge()),
+            Rejection::new(FailureReason::MissingToken).with_challenges(auth.challenges()),
             None,
         ),
         AuthDecision::Rejected(rejection, method) => (rejection, Some(method)),
@@ -809,6 +957,61 @@ mod tests {
         )
         .await;
         assert_eq!(res.status(), 401);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn all_of_waits_for_both_and_rejects_either_failure() {
+        let slow = HeaderAuth {
+            delay: Some(Duration::from_secs(1)),
+            ..HeaderAuth::default()
+        };
+        let bearer = ("authorization", format!("Bearer {}", token()));
+        // Ready first, pending second: the first's principal.
+        let res = run(
+            all_of(jwt(), slow.clone()),
+            request(&[bearer.clone(), ("x-test", "ok".into())]),
+        )
+        .await;
+        assert_eq!(res.body(), "jwt-user");
+        // Pending first, ready second; and a failure in either.
+        let res = run(
+            all_of(slow.clone(), jwt()),
+            request(&[bearer.clone(), ("x-test", "ok".into())]),
+        )
+        .await;
+        assert_eq!(res.body(), "header-user");
+        let res = run(
+            all_of(slow.clone(), jwt()),
+            request(&[bearer.clone(), ("x-test", "bad".into())]),
+        )
+        .await;
+        assert_eq!(
+            res.extensions().get::<Rejection>().unwrap().reason(),
+            FailureReason::InvalidCredentials
+        );
+        let res = run(
+            all_of(jwt(), slow.clone()),
+            request(&[
+                ("authorization", "Bearer a.b.c".into()),
+                ("x-test", "ok".into()),
+            ]),
+        )
+        .await;
+        assert_eq!(
+            res.extensions().get::<Rejection>().unwrap().reason(),
+            FailureReason::InvalidToken
+        );
+        // One missing: not present, so `optional` lets it through anonymously
+        // and the plain layer answers with the (deduplicated) challenges.
+        let res = run(
+            all_of(jwt(), slow.clone()).optional(),
+            request(std::slice::from_ref(&bearer)),
+        )
+        .await;
+        assert_eq!(res.body(), "<anonymous>");
+        let res = run(all_of(jwt(), slow), request(&[bearer])).await;
+        assert_eq!(res.status(), 401);
+        assert_eq!(res.headers()["www-authenticate"], "Bearer");
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,9 +13,11 @@
 //! | layer | module | feature |
 //! | --- | --- | --- |
 //! | `JwtLayer`: bearer-JWT authentication, key rotation, remote JWKS, revocation; `TokenIssuer` for access/refresh pairs | [`jwt`] | `jwt`, `jwks` |
-//! | `AuthenticateLayer` and the `or` / `optional` / `with_fallback` combinators | [`authenticate`] | `authenticate` |
+//! | `ApiKeyLayer`: prefixed, checksummed API keys hashed at rest; `ApiKeys` to create, list, revoke and rotate them | [`api_key`] | `api-key` |
+//! | `AuthenticateLayer` and the `or` / `optional` / `all_of` / `with_fallback` combinators | [`authenticate`] | `authenticate` |
 //! | `RequireLayer`: scope and role checks | [`authorize`] | `authorize` |
 //! | `ClientIpLayer`: client address without trusting spoofed headers | [`client_ip`] | `client-ip` |
+//! | `CircuitBreakerLayer`: closed / open / half-open around a dependency (JWKS, introspection, siteverify) | [`circuit_breaker`] | `circuit-breaker` |
 //!
 //! # Feature flags
 //!
@@ -23,12 +25,14 @@
 //! | --- | --- | --- |
 //! | `jwt` | no | [`jwt`]: `JwtLayer`, `JwtVerifier`, keys, `TokenIssuer` |
 //! | `jwks` | no | remote JWKS over HTTP (implies `jwt`) |
+//! | `api-key` | no | [`api_key`]: `ApiKeyLayer`, `ApiKeys`, `KeyFormat` (aws-lc-rs, quick_cache, tokio `rt` for background `last_used_at` writes) |
 //! | `authenticate` | no | [`authenticate`]: composable authenticators, `AuthenticateLayer` |
 //! | `authorize` | no | [`authorize`]: `RequireLayer` |
 //! | `client-ip` | no | [`client_ip`]: `ClientIpLayer` |
-//! | `axum` | no | `Principal` extractor, `ConnectInfo` support, axum bodies for rejections |
-//! | `tonic` | no | `From<Rejection> for tonic::Status`, `NamedService` forwarding, tonic bodies |
-//! | `tracing` | no | `trace!` events at decisions (target `portcullis::rejection`) |
+//! | `circuit-breaker` | no | [`circuit_breaker`]: `CircuitBreakerLayer` (tower-http `classify`, tokio timers) |
+//! | `axum` | no | `Principal` extractor, `ConnectInfo` support, axum bodies for rejections, `circuit_breaker::handle_error` |
+//! | `tonic` | no | `From<Rejection>` and `From<circuit_breaker::error::Open>` for `tonic::Status`, `NamedService` forwarding, tonic bodies |
+//! | `tracing` | no | `trace!` events at decisions (target `portcullis::rejection`); circuit transitions (target `portcullis::circuit_breaker`) |
 //! | `full` | no | all of the above |
 //!
 //! # Ordering
@@ -36,7 +40,9 @@
 //! Outermost first, as `ServiceBuilder` reads: audit → client IP → block
 //! list / rate limit → lockout → CAPTCHA → CSRF → authenticate (`JwtLayer`)
 //! → authorize (`RequireLayer`) → handler. With axum's `Router::layer`, the
-//! last layer added is the outermost.
+//! last layer added is the outermost. `CircuitBreakerLayer` is not in this
+//! chain: it wraps the dependencies (the JWKS client, an introspection or
+//! siteverify client).
 //!
 //! # Example (axum)
 //!
@@ -77,10 +83,14 @@ mod error;
 mod macros;
 pub mod rejection;
 
+#[cfg(feature = "api-key")]
+pub mod api_key;
 #[cfg(feature = "authenticate")]
 pub mod authenticate;
 #[cfg(feature = "authorize")]
 pub mod authorize;
+#[cfg(feature = "circuit-breaker")]
+pub mod circuit_breaker;
 #[cfg(feature = "client-ip")]
 pub mod client_ip;
 #[cfg(feature = "jwt")]

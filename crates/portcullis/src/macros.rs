@@ -3,7 +3,12 @@
 /// `get_ref`, `get_mut` and `into_inner` for a middleware service whose
 /// inner service is the field `inner`.
 #[cfg_attr(
-    not(any(feature = "jwt", feature = "authorize", feature = "client-ip")),
+    not(any(
+        feature = "jwt",
+        feature = "authorize",
+        feature = "client-ip",
+        feature = "circuit-breaker"
+    )),
     allow(unused_macros)
 )]
 macro_rules! define_inner_service_accessors {
@@ -28,7 +33,12 @@ macro_rules! define_inner_service_accessors {
 }
 
 #[cfg_attr(
-    not(any(feature = "jwt", feature = "authorize", feature = "client-ip")),
+    not(any(
+        feature = "jwt",
+        feature = "authorize",
+        feature = "client-ip",
+        feature = "circuit-breaker"
+    )),
     allow(unused_imports)
 )]
 pub(crate) use define_inner_service_accessors;

@@ -3,13 +3,22 @@
 //!
 //! One test binary (one link) with a module per integration:
 //!
+//! - `api_key`: `ApiKeyLayer` composed with `JwtLayer` (`jwt.or(api_key)`)
+//!   in an axum app with seed 002's key admin endpoints, and on a tonic
+//!   server;
 //! - `with_axum`: `JwtLayer` + `RequireLayer` in an axum 0.8 router, the
 //!   `Principal` extractor, and the outcome protocol read by an outer layer;
 //! - `with_hyper`: `JwtLayer` around a `service_fn` served by hyper 1.x;
 //! - `with_tonic`: `JwtLayer` on a tonic 0.14 server with a hand-written
 //!   unary gRPC service (no protoc);
-//! - `jwks`: `RemoteJwks` against a local JWKS server whose keys change.
+//! - `jwks`: `RemoteJwks` against a local JWKS server whose keys change;
+//! - `breaker`: the JWKS client behind `CircuitBreakerLayer` while the JWKS
+//!   server fails.
 
+#[path = "interop/api_key.rs"]
+mod api_key;
+#[path = "interop/breaker.rs"]
+mod breaker;
 #[path = "interop/common.rs"]
 mod common;
 #[path = "interop/jwks.rs"]

@@ -27,7 +27,7 @@ use crate::common::{
 };
 
 /// An ES256 key pair: `jsonwebtoken` signs, the JWK publishes the public half.
-struct EcKey {
+pub(crate) struct EcKey {
     kid: String,
     encoding: jsonwebtoken::EncodingKey,
     x: String,
@@ -35,7 +35,7 @@ struct EcKey {
 }
 
 impl EcKey {
-    fn generate(kid: &str) -> Self {
+    pub(crate) fn generate(kid: &str) -> Self {
         let alg = &ECDSA_P256_SHA256_FIXED_SIGNING;
         let pair = EcdsaKeyPair::generate(alg).expect("generate P-256 key");
         let pkcs8 = pair.to_pkcs8v1().expect("PKCS#8 export");
@@ -52,7 +52,7 @@ impl EcKey {
     }
 
     /// The public JWK, `use: sig`.
-    fn jwk(&self) -> Value {
+    pub(crate) fn jwk(&self) -> Value {
         json!({
             "kty": "EC",
             "crv": "P-256",
@@ -64,18 +64,18 @@ impl EcKey {
         })
     }
 
-    fn header(&self) -> jsonwebtoken::Header {
+    pub(crate) fn header(&self) -> jsonwebtoken::Header {
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
         header.kid = Some(self.kid.clone());
         header
     }
 
-    fn sign_with(&self, header: &jsonwebtoken::Header, sub: &str) -> String {
+    pub(crate) fn sign_with(&self, header: &jsonwebtoken::Header, sub: &str) -> String {
         jsonwebtoken::encode(header, &claims(sub, ""), &self.encoding).expect("sign ES256")
     }
 
     /// A valid token for `sub` naming this key's `kid`.
-    fn token(&self, sub: &str) -> String {
+    pub(crate) fn token(&self, sub: &str) -> String {
         self.sign_with(&self.header(), sub)
     }
 }
@@ -87,7 +87,7 @@ fn jwks_doc(keys: &[Value]) -> String {
 /// A JWKS endpoint serving whatever `body` holds, counting requests, and
 /// answering 500 while `fail` is set.
 #[derive(Clone)]
-struct JwksServer {
+pub(crate) struct JwksServer {
     addr: SocketAddr,
     body: Arc<Mutex<String>>,
     hits: Arc<AtomicUsize>,
@@ -104,7 +104,7 @@ async fn serve_jwks(State(server): State<JwksServer>) -> Response {
 }
 
 impl JwksServer {
-    async fn spawn(keys: &[Value]) -> Self {
+    pub(crate) async fn spawn(keys: &[Value]) -> Self {
         // Bind first so the state knows its address.
         let (listener, addr) = crate::common::listener().await;
         let server = Self {
@@ -122,21 +122,21 @@ impl JwksServer {
         server
     }
 
-    fn uri(&self) -> Uri {
+    pub(crate) fn uri(&self) -> Uri {
         format!("http://{}/.well-known/jwks.json", self.addr)
             .parse()
             .expect("JWKS URI")
     }
 
-    fn set_keys(&self, keys: &[Value]) {
+    pub(crate) fn set_keys(&self, keys: &[Value]) {
         *self.body.lock().expect("lock") = jwks_doc(keys);
     }
 
-    fn hits(&self) -> usize {
+    pub(crate) fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
 
-    fn set_failing(&self, fail: bool) {
+    pub(crate) fn set_failing(&self, fail: bool) {
         self.fail.store(fail, Ordering::SeqCst);
     }
 }
@@ -146,7 +146,7 @@ async fn me(principal: Principal) -> String {
 }
 
 /// An axum app behind `JwtLayer` with keys from `jwks`.
-async fn spawn_app(jwks: RemoteJwks) -> SocketAddr {
+pub(crate) async fn spawn_app(jwks: RemoteJwks) -> SocketAddr {
     let verifier = JwtVerifier::builder_remote(jwks)
         .issuer(ISSUER)
         .audience(AUDIENCE)
@@ -179,13 +179,13 @@ async fn wait_out(cooldown: Duration, since: Instant) {
     tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
 }
 
-fn assert_ok(reply: &Reply, sub: &str) {
+pub(crate) fn assert_ok(reply: &Reply, sub: &str) {
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
     assert_eq!(reply.body, sub.as_bytes());
 }
 
 /// Random key ids nobody publishes.
-fn random_kid() -> String {
+pub(crate) fn random_kid() -> String {
     let mut bytes = [0u8; 12];
     aws_lc_rs::rand::fill(&mut bytes).expect("random");
     URL_SAFE_NO_PAD.encode(bytes)

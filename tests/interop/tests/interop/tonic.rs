@@ -31,17 +31,17 @@ use crate::common::{
 };
 
 #[derive(Clone, PartialEq, prost::Message)]
-struct EchoRequest {
+pub(crate) struct EchoRequest {
     #[prost(string, tag = "1")]
-    message: String,
+    pub(crate) message: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-struct EchoReply {
+pub(crate) struct EchoReply {
     #[prost(string, tag = "1")]
-    message: String,
+    pub(crate) message: String,
     #[prost(string, tag = "2")]
-    subject: String,
+    pub(crate) subject: String,
 }
 
 /// The `Echo` method: echoes the message and the authenticated subject.
@@ -67,7 +67,7 @@ impl UnaryService<EchoRequest> for EchoMethod {
 /// The gRPC service, as tonic-build would generate it: `/test.Echo/Echo`
 /// (or `/test.Admin/Echo` when `ADMIN`), anything else `UNIMPLEMENTED`.
 #[derive(Clone, Copy, Debug, Default)]
-struct EchoServer<const ADMIN: bool>;
+pub(crate) struct EchoServer<const ADMIN: bool>;
 
 impl NamedService for EchoServer<false> {
     const NAME: &'static str = "test.Echo";
@@ -167,7 +167,10 @@ async fn echo(
     .await
 }
 
-fn expect_status(result: Result<tonic::Response<EchoReply>, Status>, code: Code) -> Status {
+pub(crate) fn expect_status(
+    result: Result<tonic::Response<EchoReply>, Status>,
+    code: Code,
+) -> Status {
     match result {
         Ok(reply) => panic!("expected {code:?}, got {:?}", reply.into_inner()),
         Err(status) => {
