@@ -66,15 +66,16 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Extensions, HeaderMap, Method, Request, Response, Uri};
-use pin_project_lite::pin_project;
 use portcullis_core::{AuthMethod, AuthOutcome, Challenge, FailureReason, Principal, Rejection};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::future;
+pub use crate::future::ResponseFuture;
 use crate::rejection::{DefaultRejection, RespondToRejection};
 
 /// What an authenticator decided about one request.
@@ -604,18 +605,8 @@ impl<S: fmt::Debug, A, R> fmt::Debug for Authenticated<S, A, R> {
 
 crate::macros::define_inner_service_accessors!(Authenticated<S, A, R>);
 
-/// What the middleware does with a decision, given the request.
-enum Next<ResBody> {
-    Call(Option<AuthOutcome>),
-    Respond(Response<ResBody>),
-}
-
-fn apply<B, ResBody, A: Authenticate, R: RespondToRejection<ResBody>>(
-    auth: &A,
-    respond: &R,
-    request: &mut Request<B>,
-    decision: AuthDecision,
-) -> Next<ResBody> {
+/// The verdict for an authenticator's decision.
+fn layer_verdict<A: Authenticate + ?Sized>(auth: &A, decision: AuthDecision) -> future::Verdict {
     let (decision, fallback) = match decision {
         AuthDecision::ViaFallback(inner, why) => (*inner, Some(why)),
         other => (other, None),
@@ -630,29 +621,27 @@ fn apply<B, ResBody, A: Authenticate, R: RespondToRejection<ResBody>>(
     let (rejection, method) = match decision {
         AuthDecision::Accepted(principal, method) => {
             let outcome = mark(AuthOutcome::authenticated(method, &principal));
-            request.extensions_mut().insert(principal);
-            return Next::Call(Some(outcome));
+            return future::Verdict::Accept(principal, outcome);
         }
-        AuthDecision::Anonymous => return Next::Call(None),
+        AuthDecision::Anonymous => return future::Verdict::Pass(None),
         AuthDecision::NotPresent | AuthDecision::ViaFallback(..) => (
             Rejection::new(FailureReason::MissingToken).with_challenges(auth.challenges()),
             None,
         ),
         AuthDecision::Rejected(rejection, method) => (rejection, Some(method)),
     };
-    let mut response = respond.respond(request.headers(), &rejection);
-    if let Some(method) = method {
+    let outcome = method.map(|method| {
         let mut outcome = AuthOutcome::failure(method, rejection.reason());
         if let Some(subject) = rejection.subject() {
             outcome = outcome.with_subject(subject);
         }
-        mark(outcome).attach(&mut response);
+        mark(outcome)
+    });
+    let mut verdict = future::Verdict::reject(rejection, outcome);
+    if let (Some(why), future::Verdict::Reject(_, extensions)) = (fallback, &mut verdict) {
+        extensions.insert(why);
     }
-    if let Some(why) = fallback {
-        response.extensions_mut().insert(why);
-    }
-    response.extensions_mut().insert(rejection);
-    Next::Respond(response)
+    verdict
 }
 
 impl<S, A, R, ReqBody, ResBody> Service<Request<ReqBody>> for Authenticated<S, A, R>
@@ -663,147 +652,23 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, ReqBody, A, R>;
+    type Future = ResponseFuture<S, ReqBody, R>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         match self.auth.check(&RequestHead::of(&request)) {
             Check::Ready(decision) => {
-                match apply(&*self.auth, &self.respond, &mut request, decision) {
-                    Next::Call(outcome) => {
-                        ResponseFuture::calling(self.inner.call(request), outcome)
-                    }
-                    Next::Respond(response) => ResponseFuture::responded(response),
-                }
+                let verdict = layer_verdict(&*self.auth, decision);
+                ResponseFuture::decided(verdict, request, &mut self.inner, &self.respond)
             }
             Check::Pending(future) => {
-                // Hand the service that was driven to readiness to the future
-                // and keep a fresh clone (tower's "Be careful when cloning
-                // inner services").
-                let clone = self.inner.clone();
-                let inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture {
-                    state: State::Checking {
-                        pending: Box::new(Waiting {
-                            future,
-                            request: Some(request),
-                            inner,
-                            auth: Arc::clone(&self.auth),
-                            respond: self.respond.clone(),
-                        }),
-                    },
-                }
+                let auth = Arc::clone(&self.auth);
+                let pending = Box::pin(async move { layer_verdict(&*auth, future.await) });
+                ResponseFuture::pending(pending, request, &mut self.inner, &self.respond)
             }
-        }
-    }
-}
-
-struct Waiting<S, ReqBody, A, R> {
-    future: BoxDecision,
-    request: Option<Request<ReqBody>>,
-    inner: S,
-    auth: Arc<A>,
-    respond: R,
-}
-
-pin_project! {
-    /// Response future for [`Authenticated`].
-    pub struct ResponseFuture<S, ReqBody, A, R>
-    where
-        S: Service<Request<ReqBody>>,
-    {
-        #[pin]
-        state: State<S, ReqBody, A, R>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<S, ReqBody, A, R>
-    where
-        S: Service<Request<ReqBody>>,
-    {
-        Checking { pending: Box<Waiting<S, ReqBody, A, R>> },
-        Calling { #[pin] future: S::Future, outcome: Option<AuthOutcome> },
-        Responded { response: Option<S::Response> },
-    }
-}
-
-impl<S, ReqBody, A, R> ResponseFuture<S, ReqBody, A, R>
-where
-    S: Service<Request<ReqBody>>,
-{
-    fn calling(future: S::Future, outcome: Option<AuthOutcome>) -> Self {
-        Self {
-            state: State::Calling { future, outcome },
-        }
-    }
-
-    fn responded(response: S::Response) -> Self {
-        Self {
-            state: State::Responded {
-                response: Some(response),
-            },
-        }
-    }
-}
-
-impl<S, ReqBody, A, R> fmt::Debug for ResponseFuture<S, ReqBody, A, R>
-where
-    S: Service<Request<ReqBody>>,
-{
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl<S, ReqBody, A, R, ResBody> Future for ResponseFuture<S, ReqBody, A, R>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    A: Authenticate,
-    R: RespondToRejection<ResBody>,
-{
-    type Output = Result<Response<ResBody>, S::Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            let next = match this.state.as_mut().project() {
-                StateProj::Checking { pending } => {
-                    let Waiting {
-                        future,
-                        request,
-                        inner,
-                        auth,
-                        respond,
-                    } = &mut **pending;
-                    let decision = ready!(future.as_mut().poll(cx));
-                    let mut request = request.take().expect("polled after completion");
-                    match apply(&**auth, respond, &mut request, decision) {
-                        Next::Call(outcome) => State::Calling {
-                            future: inner.call(request),
-                            outcome,
-                        },
-                        Next::Respond(response) => State::Responded {
-                            response: Some(response),
-                        },
-                    }
-                }
-                StateProj::Calling { future, outcome } => {
-                    let mut response = ready!(future.poll(cx))?;
-                    if let Some(outcome) = outcome.take() {
-                        outcome.attach_if_absent(&mut response);
-                    }
-                    return Poll::Ready(Ok(response));
-                }
-                StateProj::Responded { response } => {
-                    return Poll::Ready(Ok(response.take().expect("polled after completion")));
-                }
-            };
-            this.state.set(next);
         }
     }
 }

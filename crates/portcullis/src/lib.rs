@@ -80,6 +80,8 @@ pub use portcullis_core::{
 };
 
 mod error;
+#[cfg(any(feature = "jwt", feature = "api-key", feature = "authenticate"))]
+mod future;
 mod macros;
 pub mod rejection;
 

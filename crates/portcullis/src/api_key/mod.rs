@@ -194,6 +194,7 @@ use std::fmt;
 
 use portcullis_core::StoreError;
 
+pub use crate::future::ResponseFuture;
 pub use format::{
     CHECKSUM_LEN, KEY_ID_LEN, KeyFormat, KeyFormatError, MAX_KEY_LEN, ParsedKey, SECRET_LEN,
 };
@@ -206,7 +207,7 @@ pub use portcullis_core::api_key::{
     ApiKeyDigest, ApiKeyFilter, ApiKeyInfo, ApiKeyRecord, ApiKeyStore, BoxApiKeyStore,
     MemoryApiKeyStore,
 };
-pub use service::{ApiKey, ResponseFuture};
+pub use service::ApiKey;
 
 /// A management operation ([`ApiKeys`]) failed.
 #[derive(Debug)]

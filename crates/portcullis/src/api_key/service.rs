@@ -1,14 +1,13 @@
-//! `ApiKey`: the decision, the middleware service and its response future.
+//! `ApiKey`: the decision and the middleware service.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use http::{HeaderMap, Request, Response, Uri};
-use pin_project_lite::pin_project;
 use portcullis_core::{
     API_KEY_DIGEST_LEN, ApiKeyDigest, ApiKeyInfo, ApiKeyStore, AuthMethod, AuthOutcome,
     FailureReason, Principal, PrincipalKind, Rejection,
@@ -20,6 +19,7 @@ use super::cache::Entry;
 use super::extract::Extracted;
 use super::format::{KeyFormatError, checksum_matches};
 use super::layer::Config;
+use crate::future::{ResponseFuture, Verdict};
 use crate::rejection::RespondToRejection;
 
 /// Middleware that authenticates requests with an API key.
@@ -218,31 +218,27 @@ pub(crate) fn principal_of(info: &ApiKeyInfo) -> Principal {
     builder.build()
 }
 
-fn reject<ResBody, R: RespondToRejection<ResBody>>(
-    respond: &R,
-    headers: &HeaderMap,
-    rejection: Rejection,
-) -> Response<ResBody> {
-    #[cfg(feature = "tracing")]
-    tracing::trace!(target: "portcullis::rejection", layer = "api_key", reason = rejection.reason().as_str(), detail = rejection.detail(), "request rejected");
-    let mut response = respond.respond(headers, &rejection);
-    failure_outcome(&rejection).attach(&mut response);
-    response.extensions_mut().insert(rejection);
-    response
-}
-
-fn failure_outcome(rejection: &Rejection) -> AuthOutcome {
-    let mut outcome = AuthOutcome::failure(AuthMethod::ApiKey, rejection.reason());
-    if let Some(subject) = rejection.subject() {
-        outcome = outcome.with_subject(subject);
+/// The verdict for a key decision: the principal and a success outcome, or
+/// the rejection with a failure outcome (shadow mode: passed through with a
+/// shadow outcome).
+fn verdict(shadow: bool, result: Result<Principal, Rejection>) -> Verdict {
+    match result {
+        Ok(principal) => {
+            let outcome = AuthOutcome::authenticated(AuthMethod::ApiKey, &principal);
+            Verdict::Accept(principal, outcome)
+        }
+        Err(rejection) => {
+            let mut outcome = AuthOutcome::failure(AuthMethod::ApiKey, rejection.reason());
+            if let Some(subject) = rejection.subject() {
+                outcome = outcome.with_subject(subject);
+            }
+            if shadow {
+                Verdict::Pass(Some(outcome.shadow()))
+            } else {
+                Verdict::reject(rejection, Some(outcome))
+            }
+        }
     }
-    outcome
-}
-
-fn accept<B>(request: &mut Request<B>, principal: Principal) -> AuthOutcome {
-    let outcome = AuthOutcome::authenticated(AuthMethod::ApiKey, &principal);
-    request.extensions_mut().insert(principal);
-    outcome
 }
 
 impl<S, St, R, ReqBody, ResBody> Service<Request<ReqBody>> for ApiKey<S, St, R>
@@ -259,164 +255,21 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        match self.config.decide(request.headers(), request.uri()) {
-            Decision::Accept(principal) => {
-                let outcome = accept(&mut request, principal);
-                ResponseFuture::calling(self.inner.call(request), outcome)
-            }
-            Decision::Reject(rejection) if self.config.shadow => {
-                let outcome = failure_outcome(&rejection).shadow();
-                ResponseFuture::calling(self.inner.call(request), outcome)
-            }
-            Decision::Reject(rejection) => {
-                ResponseFuture::rejected(reject(&self.respond, request.headers(), rejection))
-            }
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let shadow = self.config.shadow;
+        let result = match self.config.decide(request.headers(), request.uri()) {
+            Decision::Accept(principal) => Ok(principal),
+            Decision::Reject(rejection) => Err(rejection),
             Decision::Pending(lookup) => {
-                // Hand the service that was driven to readiness to the future
-                // and keep a fresh clone; see tower's "Be careful when cloning
-                // inner services".
-                let clone = self.inner.clone();
-                let inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture {
-                    state: State::Checking {
-                        pending: Box::new(Pending {
-                            lookup,
-                            request: Some(request),
-                            inner,
-                            respond: self.respond.clone(),
-                            shadow: self.config.shadow,
-                        }),
-                    },
-                }
+                let pending = Box::pin(async move { verdict(shadow, lookup.await) });
+                return ResponseFuture::pending(pending, request, &mut self.inner, &self.respond);
             }
-        }
-    }
-}
-
-/// What the slow path keeps while the store answers.
-struct Pending<S, ReqBody, R> {
-    lookup: Lookup,
-    request: Option<Request<ReqBody>>,
-    inner: S,
-    respond: R,
-    shadow: bool,
-}
-
-pin_project! {
-    /// Response future for [`ApiKey`].
-    pub struct ResponseFuture<S, ReqBody, R>
-    where
-        S: Service<Request<ReqBody>>,
-    {
-        #[pin]
-        state: State<S, ReqBody, R>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<S, ReqBody, R>
-    where
-        S: Service<Request<ReqBody>>,
-    {
-        // Boxed: the slow path (a store lookup) pays for the allocation, and
-        // the future stays small for the cached path.
-        Checking {
-            pending: Box<Pending<S, ReqBody, R>>,
-        },
-        Calling {
-            #[pin]
-            future: S::Future,
-            outcome: Option<AuthOutcome>,
-        },
-        Rejected {
-            response: Option<S::Response>,
-        },
-    }
-}
-
-impl<S, ReqBody, R> ResponseFuture<S, ReqBody, R>
-where
-    S: Service<Request<ReqBody>>,
-{
-    fn calling(future: S::Future, outcome: AuthOutcome) -> Self {
-        Self {
-            state: State::Calling {
-                future,
-                outcome: Some(outcome),
-            },
-        }
-    }
-
-    fn rejected(response: S::Response) -> Self {
-        Self {
-            state: State::Rejected {
-                response: Some(response),
-            },
-        }
-    }
-}
-
-impl<S, ReqBody, R> fmt::Debug for ResponseFuture<S, ReqBody, R>
-where
-    S: Service<Request<ReqBody>>,
-{
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl<S, ReqBody, R, ResBody> Future for ResponseFuture<S, ReqBody, R>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    R: RespondToRejection<ResBody>,
-{
-    type Output = Result<Response<ResBody>, S::Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            let next = match this.state.as_mut().project() {
-                StateProj::Checking { pending } => {
-                    let Pending {
-                        lookup,
-                        request,
-                        inner,
-                        respond,
-                        shadow,
-                    } = &mut **pending;
-                    let decided = ready!(lookup.as_mut().poll(cx));
-                    let mut request = request.take().expect("polled after completion");
-                    match decided {
-                        Ok(principal) => {
-                            let outcome = accept(&mut request, principal);
-                            State::Calling {
-                                future: inner.call(request),
-                                outcome: Some(outcome),
-                            }
-                        }
-                        Err(rejection) if *shadow => State::Calling {
-                            future: inner.call(request),
-                            outcome: Some(failure_outcome(&rejection).shadow()),
-                        },
-                        Err(rejection) => State::Rejected {
-                            response: Some(reject(respond, request.headers(), rejection)),
-                        },
-                    }
-                }
-                StateProj::Calling { future, outcome } => {
-                    let mut response = ready!(future.poll(cx))?;
-                    if let Some(outcome) = outcome.take() {
-                        outcome.attach_if_absent(&mut response);
-                    }
-                    return Poll::Ready(Ok(response));
-                }
-                StateProj::Rejected { response } => {
-                    return Poll::Ready(Ok(response.take().expect("polled after completion")));
-                }
-            };
-            this.state.set(next);
-        }
+        };
+        ResponseFuture::decided(
+            verdict(shadow, result),
+            request,
+            &mut self.inner,
+            &self.respond,
+        )
     }
 }

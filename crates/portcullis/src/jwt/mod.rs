@@ -137,6 +137,7 @@ mod parse;
 mod service;
 mod verifier;
 
+pub use crate::future::ResponseFuture;
 pub use algorithm::{Algorithm, KeyFamily};
 pub use error::JwtError;
 pub use issue::{RefreshError, SigningKey, TokenIssuer, TokenPair};
@@ -145,7 +146,7 @@ pub use keyset::{KeySet, MAX_KEYS};
 #[cfg(feature = "authenticate")]
 pub use layer::JwtAuthenticator;
 pub use layer::{DEFAULT_REVOCATION_CACHE_TTL, JwtLayer};
-pub use service::{Jwt, ResponseFuture};
+pub use service::Jwt;
 pub use verifier::{
     DEFAULT_LEEWAY, DEFAULT_MAX_LIFETIME, DEFAULT_MAX_TOKEN_LEN, JwtVerifier, JwtVerifierBuilder,
     TypPolicy, VerifiedToken,

@@ -1,13 +1,12 @@
-//! `Jwt`: the middleware service and its response future.
+//! `Jwt`: the decision and the middleware service.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use http::{HeaderMap, Request, Response};
-use pin_project_lite::pin_project;
 use portcullis_core::{
     AuthMethod, AuthOutcome, FailureReason, Principal, Rejection, RevocationStore, TokenRef,
 };
@@ -17,6 +16,7 @@ use super::error::JwtError;
 use super::extract::Extracted;
 use super::layer::Shared;
 use super::verifier::{VerifiedToken, unix};
+use crate::future::{ResponseFuture, Verdict};
 use crate::rejection::RespondToRejection;
 
 /// Middleware that authenticates requests with a bearer JWT.
@@ -197,39 +197,30 @@ pub(crate) fn rejection(shared: &Shared, err: &JwtError, reason: FailureReason) 
     rejection
 }
 
-fn reject<ResBody, R: RespondToRejection<ResBody>>(
-    shared: &Shared,
-    respond: &R,
-    headers: &HeaderMap,
-    err: &JwtError,
-    reason: FailureReason,
-) -> Response<ResBody> {
-    let rejection = rejection(shared, err, reason);
-    #[cfg(feature = "tracing")]
-    tracing::trace!(target: "portcullis::rejection", layer = "jwt", reason = reason.as_str(), detail = err.detail(), "request rejected");
-    let mut response = respond.respond(headers, &rejection);
-    let mut outcome = AuthOutcome::failure(AuthMethod::Jwt, reason);
-    if let Some(subject) = rejection.subject() {
-        outcome = outcome.with_subject(subject);
-    }
-    outcome.attach(&mut response);
-    response.extensions_mut().insert(rejection);
-    response
+/// The verdict for a token decision: the principal and a success outcome,
+/// or the rejection with a failure outcome (shadow mode: passed through with
+/// a shadow outcome).
+pub(crate) fn verdict(shared: &Shared, result: Result<VerifiedToken, JwtError>) -> Verdict {
+    let err = match result {
+        Ok(verified) => {
+            let principal: Principal = verified.into_principal();
+            let outcome = AuthOutcome::authenticated(AuthMethod::Jwt, &principal);
+            return Verdict::Accept(principal, outcome);
+        }
+        Err(err) => err,
+    };
+    failure_verdict(shared, &err, err.reason())
 }
 
-fn shadow_outcome(err: &JwtError, reason: FailureReason) -> AuthOutcome {
-    let mut outcome = AuthOutcome::failure(AuthMethod::Jwt, reason).shadow();
+fn failure_verdict(shared: &Shared, err: &JwtError, reason: FailureReason) -> Verdict {
+    let mut outcome = AuthOutcome::failure(AuthMethod::Jwt, reason);
     if let Some(subject) = err.verified_subject() {
         outcome = outcome.with_subject(subject);
     }
-    outcome
-}
-
-fn accept<B>(request: &mut Request<B>, verified: VerifiedToken) -> AuthOutcome {
-    let principal: Principal = verified.into_principal();
-    let outcome = AuthOutcome::authenticated(AuthMethod::Jwt, &principal);
-    request.extensions_mut().insert(principal);
-    outcome
+    if shared.shadow {
+        return Verdict::Pass(Some(outcome.shadow()));
+    }
+    Verdict::reject(rejection(shared, err, reason), Some(outcome))
 }
 
 impl<S, R, ReqBody, ResBody> Service<Request<ReqBody>> for Jwt<S, R>
@@ -245,173 +236,16 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        match self.shared.decide(request.headers(), request.uri()) {
-            Decision::Accept(verified) => {
-                let outcome = accept(&mut request, verified);
-                ResponseFuture::calling(self.inner.call(request), outcome)
-            }
-            Decision::Reject(err, reason) if self.shared.shadow => {
-                ResponseFuture::calling(self.inner.call(request), shadow_outcome(&err, reason))
-            }
-            Decision::Reject(err, reason) => {
-                let response = reject(&self.shared, &self.respond, request.headers(), &err, reason);
-                ResponseFuture::rejected(response)
-            }
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let verdict = match self.shared.decide(request.headers(), request.uri()) {
+            Decision::Accept(verified) => verdict(&self.shared, Ok(verified)),
+            Decision::Reject(err, reason) => failure_verdict(&self.shared, &err, reason),
             Decision::Pending(check) => {
-                // Hand the service that was driven to readiness to the future
-                // and keep a fresh clone; see tower's "Be careful when cloning
-                // inner services".
-                let clone = self.inner.clone();
-                let inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture {
-                    state: State::Checking {
-                        pending: Box::new(Pending {
-                            check,
-                            request: Some(request),
-                            inner,
-                            shared: Arc::clone(&self.shared),
-                            respond: self.respond.clone(),
-                        }),
-                    },
-                }
+                let shared = Arc::clone(&self.shared);
+                let pending = Box::pin(async move { verdict(&shared, check.await) });
+                return ResponseFuture::pending(pending, request, &mut self.inner, &self.respond);
             }
-        }
-    }
-}
-
-pin_project! {
-    /// Response future for [`Jwt`].
-    pub struct ResponseFuture<S, ReqBody, R>
-    where
-        S: Service<Request<ReqBody>>,
-    {
-        #[pin]
-        state: State<S, ReqBody, R>,
-    }
-}
-
-/// What the slow path keeps while the check runs.
-struct Pending<S, ReqBody, R> {
-    check: Check,
-    request: Option<Request<ReqBody>>,
-    inner: S,
-    shared: Arc<Shared>,
-    respond: R,
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<S, ReqBody, R>
-    where
-        S: Service<Request<ReqBody>>,
-    {
-        // Boxed: the slow path (a store or JWKS lookup) pays for the
-        // allocation, and the future stays small for the fast path.
-        Checking {
-            pending: Box<Pending<S, ReqBody, R>>,
-        },
-        Calling {
-            #[pin]
-            future: S::Future,
-            outcome: Option<AuthOutcome>,
-        },
-        Rejected {
-            response: Option<S::Response>,
-        },
-    }
-}
-
-impl<S, ReqBody, R> ResponseFuture<S, ReqBody, R>
-where
-    S: Service<Request<ReqBody>>,
-{
-    fn calling(future: S::Future, outcome: AuthOutcome) -> Self {
-        Self {
-            state: State::Calling {
-                future,
-                outcome: Some(outcome),
-            },
-        }
-    }
-
-    fn rejected(response: S::Response) -> Self {
-        Self {
-            state: State::Rejected {
-                response: Some(response),
-            },
-        }
-    }
-}
-
-impl<S, ReqBody, R> fmt::Debug for ResponseFuture<S, ReqBody, R>
-where
-    S: Service<Request<ReqBody>>,
-{
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl<S, ReqBody, R, ResBody> Future for ResponseFuture<S, ReqBody, R>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    R: RespondToRejection<ResBody>,
-{
-    type Output = Result<Response<ResBody>, S::Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            let next = match this.state.as_mut().project() {
-                StateProj::Checking { pending } => {
-                    let Pending {
-                        check,
-                        request,
-                        inner,
-                        shared,
-                        respond,
-                    } = &mut **pending;
-                    let outcome = ready!(check.as_mut().poll(cx));
-                    let mut request = request.take().expect("polled after completion");
-                    match outcome {
-                        Ok(verified) => {
-                            let outcome = accept(&mut request, verified);
-                            State::Calling {
-                                future: inner.call(request),
-                                outcome: Some(outcome),
-                            }
-                        }
-                        Err(err) => {
-                            let reason = err.reason();
-                            if shared.shadow {
-                                let outcome = shadow_outcome(&err, reason);
-                                State::Calling {
-                                    future: inner.call(request),
-                                    outcome: Some(outcome),
-                                }
-                            } else {
-                                let response =
-                                    reject(shared, respond, request.headers(), &err, reason);
-                                State::Rejected {
-                                    response: Some(response),
-                                }
-                            }
-                        }
-                    }
-                }
-                StateProj::Calling { future, outcome } => {
-                    let mut response = ready!(future.poll(cx))?;
-                    if let Some(outcome) = outcome.take() {
-                        outcome.attach_if_absent(&mut response);
-                    }
-                    return Poll::Ready(Ok(response));
-                }
-                StateProj::Rejected { response } => {
-                    return Poll::Ready(Ok(response.take().expect("polled after completion")));
-                }
-            };
-            this.state.set(next);
-        }
+        };
+        ResponseFuture::decided(verdict, request, &mut self.inner, &self.respond)
     }
 }
