@@ -243,13 +243,30 @@ impl<St: ApiKeyStore> ApiKeys<St> {
 }
 
 /// What a new key is for.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 #[must_use]
 pub struct NewApiKey {
     owner: String,
     name: String,
     scopes: Vec<String>,
     expiry: Option<Expiry>,
+}
+
+// Hand-written: owners are often email addresses.
+impl fmt::Debug for NewApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let owner: &dyn fmt::Debug = if self.owner.contains('@') {
+            &"<redacted email>"
+        } else {
+            &self.owner
+        };
+        f.debug_struct("NewApiKey")
+            .field("owner", owner)
+            .field("name", &self.name)
+            .field("scopes", &self.scopes)
+            .field("expiry", &self.expiry)
+            .finish()
+    }
 }
 
 #[derive(Clone, Copy, Debug)]

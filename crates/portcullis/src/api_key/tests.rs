@@ -1146,3 +1146,10 @@ mod compose {
         assert_eq!(res.body(), "svc-billing");
     }
 }
+
+#[test]
+fn new_key_debug_masks_email_owners() {
+    let shown = format!("{:?}", NewApiKey::new("ops@example.com", "deploy bot"));
+    assert!(!shown.contains("ops@example.com"), "{shown}");
+    assert!(shown.contains("deploy bot"));
+}

@@ -6,7 +6,7 @@ use http::{HeaderMap, Uri};
 /// Most `Cookie` bytes scanned for the token cookie.
 const MAX_COOKIE_BYTES: usize = 16 * 1024;
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub(crate) enum Extracted<'a> {
     /// No credential of ours: `401` without `error=`.
     Missing,
@@ -16,6 +16,18 @@ pub(crate) enum Extracted<'a> {
     Unreadable,
     /// A candidate token, not yet checked.
     Token(&'a str),
+}
+
+// Hand-written: a candidate token must never reach a log through `Debug`.
+impl std::fmt::Debug for Extracted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Missing => f.write_str("Missing"),
+            Self::InvalidRequest(why) => f.debug_tuple("InvalidRequest").field(why).finish(),
+            Self::Unreadable => f.write_str("Unreadable"),
+            Self::Token(_) => f.write_str("Token(<redacted>)"),
+        }
+    }
 }
 
 /// Where `JwtLayer` looks for the token.
@@ -144,6 +156,12 @@ mod tests {
             h.append(*k, HeaderValue::from_bytes(v).unwrap());
         }
         h
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let shown = format!("{:?}", Extracted::Token("eyJsecret.token.value"));
+        assert_eq!(shown, "Token(<redacted>)");
     }
 
     #[test]
