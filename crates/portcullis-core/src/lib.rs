@@ -27,6 +27,7 @@
 pub mod api_key;
 pub mod client_ip;
 mod clock;
+pub mod event;
 pub mod outcome;
 mod principal;
 mod rejection;
@@ -39,6 +40,7 @@ pub use api_key::{
 };
 pub use client_ip::{ClientIp, ForwardedHeader, PeerAddr, TrustedProxies};
 pub use clock::{Clock, FakeClock, SharedClock, SystemClock};
+pub use event::{EventKind, EventLevel, SecurityEvent, SecurityEvents};
 pub use outcome::{AuthMethod, AuthOutcome};
 #[cfg(feature = "axum")]
 pub use principal::MissingPrincipal;

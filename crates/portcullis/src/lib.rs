@@ -75,8 +75,9 @@
 pub use portcullis_core as core;
 #[doc(inline)]
 pub use portcullis_core::{
-    AuthMethod, AuthOutcome, Challenge, Clock, FailureReason, FakeClock, MemoryRevocationStore,
-    Principal, PrincipalKind, Rejection, RevocationStore, StoreError, StoreErrorKind, SystemClock,
+    AuthMethod, AuthOutcome, Challenge, Clock, EventKind, FailureReason, FakeClock,
+    MemoryRevocationStore, Principal, PrincipalKind, Rejection, RevocationStore, SecurityEvent,
+    SecurityEvents, StoreError, StoreErrorKind, SystemClock,
 };
 
 mod error;
@@ -91,12 +92,18 @@ pub mod api_key;
 pub mod authenticate;
 #[cfg(feature = "authorize")]
 pub mod authorize;
+#[cfg(feature = "captcha")]
+pub mod captcha;
 #[cfg(feature = "circuit-breaker")]
 pub mod circuit_breaker;
 #[cfg(feature = "client-ip")]
 pub mod client_ip;
+#[cfg(feature = "csrf")]
+pub mod csrf;
 #[cfg(feature = "jwt")]
 pub mod jwt;
+#[cfg(feature = "lockout")]
+pub mod lockout;
 #[cfg(feature = "tonic")]
 mod tonic_support;
 

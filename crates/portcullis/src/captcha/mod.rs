@@ -1,0 +1,1 @@
+//! `CaptchaLayer`: CAPTCHA after repeated failures (work in progress).

@@ -1,0 +1,1 @@
+//! `CsrfLayer`: cross-site request forgery protection (work in progress).

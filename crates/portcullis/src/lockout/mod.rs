@@ -1,0 +1,1 @@
+//! `LockoutLayer`: brute-force defence (work in progress).
