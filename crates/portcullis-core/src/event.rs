@@ -74,17 +74,17 @@ pub enum EventLevel {
     /// Worth a look: single failures, violations.
     Warning,
     /// Worth a page: attacks in progress, locks, blocks.
-    Critical,
+    Error,
 }
 
 impl EventLevel {
-    /// Lowercase name (`info`, `warning`, `critical`), as in seed 000's JSON.
+    /// Name as in seed 000's JSON events (`INFO`, `WARNING`, `ERROR`).
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
-            Self::Info => "info",
-            Self::Warning => "warning",
-            Self::Critical => "critical",
+            Self::Info => "INFO",
+            Self::Warning => "WARNING",
+            Self::Error => "ERROR",
         }
     }
 }
@@ -124,9 +124,7 @@ impl EventKind {
             | Self::CsrfViolation
             | Self::CaptchaChallenge
             | Self::CircuitStateChanged => EventLevel::Warning,
-            Self::BruteForceDetected | Self::AccountLocked | Self::IpBlocked => {
-                EventLevel::Critical
-            }
+            Self::BruteForceDetected | Self::AccountLocked | Self::IpBlocked => EventLevel::Error,
         }
     }
 }
@@ -372,7 +370,7 @@ mod tests {
     fn levels_follow_the_kind_unless_overridden() {
         assert_eq!(
             SecurityEvent::new(EventKind::AccountLocked).level(),
-            EventLevel::Critical
+            EventLevel::Error
         );
         assert_eq!(
             SecurityEvent::new(EventKind::AccountLocked)
