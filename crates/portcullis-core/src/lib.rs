@@ -25,6 +25,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod api_key;
+pub mod audit;
 pub mod client_ip;
 mod clock;
 pub mod event;
@@ -38,6 +39,7 @@ pub use api_key::{
     API_KEY_DIGEST_LEN, ApiKeyDigest, ApiKeyFilter, ApiKeyInfo, ApiKeyRecord, ApiKeyStore,
     BoxApiKeyStore, MemoryApiKeyStore,
 };
+pub use audit::{AuditRecord, AuditSink, BoxAuditSink, FanOutSink, MemoryAuditSink};
 pub use client_ip::{ClientIp, ForwardedHeader, PeerAddr, TrustedProxies};
 pub use clock::{Clock, FakeClock, SharedClock, SystemClock};
 pub use event::{EventKind, EventLevel, SecurityEvent, SecurityEvents};
