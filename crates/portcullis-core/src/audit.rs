@@ -111,9 +111,7 @@ impl AuditRecord {
         let mut context = Map::new();
         context.insert(
             "user_id".into(),
-            self.user_id
-                .as_deref()
-                .map_or(Value::Null, |id| Value::from(id)),
+            self.user_id.as_deref().map_or(Value::Null, Value::from),
         );
         context.insert(
             "ip_address".into(),

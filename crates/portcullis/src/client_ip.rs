@@ -97,7 +97,7 @@ where
     }
 }
 
-fn peer_addr<B>(request: &Request<B>) -> Option<std::net::IpAddr> {
+pub(crate) fn peer_addr<B>(request: &Request<B>) -> Option<std::net::IpAddr> {
     if let Some(PeerAddr(addr)) = request.extensions().get::<PeerAddr>() {
         return Some(addr.ip());
     }

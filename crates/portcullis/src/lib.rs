@@ -88,6 +88,8 @@ pub mod rejection;
 
 #[cfg(feature = "api-key")]
 pub mod api_key;
+#[cfg(feature = "audit")]
+pub mod audit;
 #[cfg(feature = "authenticate")]
 pub mod authenticate;
 #[cfg(feature = "authorize")]
