@@ -7,6 +7,7 @@
 //! | route | auth | what |
 //! | --- | --- | --- |
 //! | `GET /health` | none | liveness |
+//! | `GET /metrics` | none | Prometheus exposition (bind to loopback or protect it in production) |
 //! | `POST /auth/login` | none | `{"username","password"}` → access + refresh tokens |
 //! | `POST /auth/refresh` | none | `{"refresh_token"}` → a new pair (rotation, reuse detection) |
 //! | `POST /auth/logout` | none | `{"refresh_token"}` → ends that session |
@@ -15,17 +16,23 @@
 //! | `GET /api/orders` | bearer + scope `orders:read` | sample data |
 //! | `GET /api/admin` | bearer + role `admin` | sample data |
 //!
+//! Every decision is audited ([`AuditLayer`], outermost): one seed-000-shaped
+//! JSON event per decision, written by the binary to stdout as JSON lines.
+//!
 //! The two demo accounts (`alice` / `wonderland`, `admin` / `portcullis`)
 //! exist only to make the server usable out of the box.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use portcullis::audit::prometheus::PrometheusHandle;
+use portcullis::audit::{AuditLayer, Auditor};
 use portcullis::authorize::RequireLayer;
+use portcullis::core::{AuditSink, MemoryAuditSink};
 use portcullis::jwt::{Algorithm, JwtLayer, SigningKey, TokenIssuer};
 use portcullis::rejection::{DefaultRejection, RespondToRejection};
 use portcullis::{
@@ -46,12 +53,42 @@ pub struct AppState {
     issuer: Arc<TokenIssuer>,
 }
 
-/// Builds the application around an HMAC `secret` (at least 32 bytes).
+/// The process-wide Prometheus recorder, installed on first use.
+///
+/// # Errors
+///
+/// When another global `metrics` recorder was installed first.
+pub fn metrics_handle() -> Result<PrometheusHandle, ConfigError> {
+    static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
+    let mut slot = HANDLE.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(handle) = &*slot {
+        return Ok(handle.clone());
+    }
+    let handle = portcullis::audit::prometheus::install()?;
+    *slot = Some(handle.clone());
+    Ok(handle)
+}
+
+/// Builds the application around an HMAC `secret` (at least 32 bytes),
+/// keeping audit records in a bounded in-memory sink.
+///
+/// Must be called inside a Tokio runtime (the auditor spawns its writer).
 ///
 /// # Errors
 ///
 /// When the secret is weak or the layers cannot be configured.
 pub fn app(secret: &[u8]) -> Result<Router, ConfigError> {
+    app_with_audit(secret, MemoryAuditSink::new(1000))
+}
+
+/// Builds the application, sending audit records to `sink`.
+///
+/// # Errors
+///
+/// When the secret is weak or the layers cannot be configured.
+pub fn app_with_audit(secret: &[u8], sink: impl AuditSink) -> Result<Router, ConfigError> {
+    let metrics = metrics_handle()?;
+    let auditor = Auditor::builder().sink(sink).build()?;
     let store = Arc::new(MemoryRevocationStore::default());
     let issuer = TokenIssuer::builder(
         SigningKey::hmac(Algorithm::HS256, secret)?.with_kid("demo-1"),
@@ -88,7 +125,12 @@ pub fn app(secret: &[u8]) -> Result<Router, ConfigError> {
         .route("/auth/refresh", post(refresh))
         .route("/auth/logout", post(logout))
         .merge(api)
-        .with_state(state))
+        .with_state(state)
+        .route(
+            "/metrics",
+            portcullis::audit::prometheus::metrics_route(metrics),
+        )
+        .layer(AuditLayer::new(auditor)))
 }
 
 /// A fresh random 256-bit secret, base64url-encoded.

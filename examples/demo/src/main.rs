@@ -18,7 +18,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "generated at start; set PORTCULLIS_JWT_SECRET to keep tokens across restarts",
         ),
     };
-    let app = demo::app(secret.as_bytes())?;
+    // One JSON line per security event on stdout, as in seed 000:
+    //   cargo run -p demo | jq -r 'select(.event == "security.auth_failure") | .context.failure_reason'
+    let app = demo::app_with_audit(
+        secret.as_bytes(),
+        portcullis::audit::JsonLinesSink::new(std::io::stdout()),
+    )?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let base = format!("http://{}", listener.local_addr()?);
     let banner = format!(
@@ -37,6 +42,9 @@ Call a protected route with the access token:
 
 Without a token:
   curl -i {base}/api/me
+
+Metrics (Prometheus text) and the audit trail (JSON lines on this terminal):
+  curl -s {base}/metrics | grep portcullis_auth
 
 Refresh (rotation; replaying an old refresh token revokes the session):
   curl -s -X POST {base}/auth/refresh -H 'content-type: application/json' -d '{{\"refresh_token\":\"...\"}}'

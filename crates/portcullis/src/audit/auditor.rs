@@ -429,6 +429,7 @@ pub(crate) fn count_event(shared: &Shared, event: &SecurityEvent) {
     }
     match event.kind() {
         EventKind::AccountLocked => shared.metrics.lockout(),
+        EventKind::BruteForceDetected => shared.metrics.brute_force(),
         EventKind::IpBlocked => shared.metrics.ip_block(),
         EventKind::CaptchaChallenge => shared.metrics.captcha(match event.reason() {
             Some(portcullis_core::FailureReason::CaptchaRequired) => CaptchaOutcome::Required,

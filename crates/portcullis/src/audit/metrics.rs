@@ -21,6 +21,8 @@ pub mod names {
     pub const AUTH_FAILURES: &str = "portcullis_auth_failures_total";
     /// Accounts locked.
     pub const ACCOUNT_LOCKOUTS: &str = "portcullis_account_lockouts_total";
+    /// Brute-force detections reported by the lockout layer.
+    pub const BRUTE_FORCE: &str = "portcullis_brute_force_detections_total";
     /// IP block-list events (an address blocked, or a request from one refused).
     pub const IP_BLOCKS: &str = "portcullis_ip_blocks_total";
     /// CSRF rejections, by `reason`.
@@ -67,6 +69,7 @@ pub(crate) struct AuditMetrics {
     failures: Vec<Counter>,
     shadow: Vec<Counter>,
     lockouts: Counter,
+    brute_force: Counter,
     ip_blocks: Counter,
     csrf: Vec<Counter>,
     captcha: [Counter; 3],
@@ -95,6 +98,7 @@ fn reason_index(reason: FailureReason) -> usize {
 impl AuditMetrics {
     /// Registers every handle with the current recorder.
     pub(crate) fn register(top_k: usize) -> Self {
+        describe();
         let success = METHODS[..4]
             .iter()
             .map(|&method| counter!(names::AUTH_SUCCESS, "method" => method))
@@ -131,6 +135,7 @@ impl AuditMetrics {
             failures,
             shadow,
             lockouts: counter!(names::ACCOUNT_LOCKOUTS),
+            brute_force: counter!(names::BRUTE_FORCE),
             ip_blocks: counter!(names::IP_BLOCKS),
             csrf,
             captcha: [
@@ -168,6 +173,10 @@ impl AuditMetrics {
         self.lockouts.increment(1);
     }
 
+    pub(crate) fn brute_force(&self) {
+        self.brute_force.increment(1);
+    }
+
     pub(crate) fn ip_block(&self) {
         self.ip_blocks.increment(1);
     }
@@ -185,6 +194,60 @@ impl AuditMetrics {
             gauge.set(accounts.get(i).copied().unwrap_or(0) as f64);
         }
     }
+}
+
+/// Gives every metric its `# HELP` text (`promtool check metrics` wants
+/// one) and unit.
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        names::REQUESTS,
+        "Requests seen by the Portcullis audit layer."
+    );
+    describe_counter!(
+        names::AUTH_SUCCESS,
+        "Successful authentications, by method."
+    );
+    describe_counter!(
+        names::AUTH_FAILURES,
+        "Requests refused by a Portcullis layer, by failure reason and auth method."
+    );
+    describe_counter!(
+        names::ACCOUNT_LOCKOUTS,
+        "Accounts locked by the lockout layer."
+    );
+    describe_counter!(
+        names::BRUTE_FORCE,
+        "Brute-force detections by the lockout layer."
+    );
+    describe_counter!(names::IP_BLOCKS, "IP block-list events.");
+    describe_counter!(names::CSRF_REJECTIONS, "CSRF rejections, by reason.");
+    describe_counter!(names::CAPTCHA_CHALLENGES, "CAPTCHA challenges, by outcome.");
+    describe_counter!(
+        names::SHADOW_DECISIONS,
+        "Decisions taken in shadow mode (reported, not enforced), by reason."
+    );
+    describe_counter!(
+        names::AUDIT_DROPPED,
+        "Audit records dropped because the queue was full or the sink failed."
+    );
+    describe_histogram!(
+        names::AUTH_DURATION,
+        Unit::Seconds,
+        "Time spent below the audit layer per request."
+    );
+    describe_gauge!(
+        names::TOP_OFFENDER_FAILURES,
+        "Failures of the top offending IPs and accounts, by rank (upper bounds)."
+    );
+    describe_gauge!(
+        names::CIRCUIT_STATE,
+        "Circuit breaker state: 0 closed, 1 open, 2 half-open, 3 forced open, 4 disabled."
+    );
+    describe_counter!(
+        names::CIRCUIT_TRANSITIONS,
+        "Circuit breaker transitions, by target state."
+    );
 }
 
 /// The `portcullis_circuit_state` value for a breaker state.

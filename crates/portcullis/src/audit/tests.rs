@@ -417,6 +417,7 @@ async fn lockout_captcha_and_shadow_metrics() {
             .unwrap()
     });
     let svc = app(&auditor, |res| {
+        SecurityEvent::new(EventKind::BruteForceDetected).attach(res);
         SecurityEvent::new(EventKind::AccountLocked).attach(res);
         SecurityEvent::new(EventKind::CaptchaChallenge)
             .with_reason(FailureReason::CaptchaRequired)
@@ -582,4 +583,43 @@ async fn breaker_transitions_set_the_gauge_count_and_report() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].event, EventKind::CircuitStateChanged);
     assert_eq!(records[0].detail.as_deref(), Some("jwks: closed -> open"));
+}
+
+#[test]
+fn dashboards_and_alerts_only_use_metrics_we_emit() {
+    use super::metrics::names;
+    let known = [
+        names::REQUESTS,
+        names::AUTH_SUCCESS,
+        names::AUTH_FAILURES,
+        names::ACCOUNT_LOCKOUTS,
+        names::BRUTE_FORCE,
+        names::IP_BLOCKS,
+        names::CSRF_REJECTIONS,
+        names::CAPTCHA_CHALLENGES,
+        names::SHADOW_DECISIONS,
+        names::CIRCUIT_STATE,
+        names::CIRCUIT_TRANSITIONS,
+        names::AUTH_DURATION,
+        names::AUDIT_DROPPED,
+        names::TOP_OFFENDER_FAILURES,
+    ];
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/observability");
+    let mut seen = 0;
+    for file in ["alerts.yml", "alerts.test.yml", "grafana-dashboard.json"] {
+        let text = std::fs::read_to_string(dir.join(file)).expect("observability kit file");
+        for (i, _) in text.match_indices("portcullis_") {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if name == "portcullis_authentication" {
+                continue; // the rule group's name
+            }
+            let base = name.strip_suffix("_bucket").unwrap_or(&name);
+            assert!(known.contains(&base), "{file} uses unknown metric {name}");
+            seen += 1;
+        }
+    }
+    assert!(seen > 20, "the kit references the metrics ({seen})");
 }
