@@ -18,6 +18,7 @@ use portcullis_core::{
 };
 use tokio::sync::Notify;
 
+use super::entry::RequestEntry;
 use super::metrics::{AuditMetrics, CaptchaOutcome};
 use super::redact::Pseudonymizer;
 use super::sinks::TracingSink;
@@ -32,8 +33,15 @@ pub struct Auditor {
     pub(crate) shared: Arc<Shared>,
 }
 
+/// A queued item: a record reported out of band, or an audited request
+/// whose records the consumer builds.
+pub(crate) enum Pending {
+    Record(AuditRecord),
+    Request(RequestEntry),
+}
+
 pub(crate) struct Shared {
-    queue: Mutex<Vec<AuditRecord>>,
+    queue: Mutex<Vec<Pending>>,
     capacity: usize,
     batch_size: usize,
     wake: Arc<Notify>,
@@ -226,8 +234,8 @@ fn random_u64() -> u64 {
 }
 
 impl Shared {
-    /// Queues `record`, or drops and counts it when the queue is full.
-    pub(crate) fn push(&self, record: AuditRecord) {
+    /// Queues `item`, or drops and counts it when the queue is full.
+    pub(crate) fn push(&self, item: Pending) {
         let len = {
             let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
             if queue.len() >= self.capacity {
@@ -236,7 +244,7 @@ impl Shared {
                 self.metrics.dropped.increment(1);
                 return;
             }
-            queue.push(record);
+            queue.push(item);
             queue.len()
         };
         if len == self.batch_size {
@@ -247,13 +255,20 @@ impl Shared {
     async fn drain(&self) {
         // Serialises writers so batches reach the sink in order.
         let _writing = self.write_lock.lock().await;
-        let batch = {
+        let pending = {
             let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
             if queue.is_empty() {
                 return;
             }
             std::mem::replace(&mut *queue, Vec::with_capacity(self.batch_size))
         };
+        let mut batch = Vec::with_capacity(pending.len());
+        for item in pending {
+            match item {
+                Pending::Record(record) => batch.push(record),
+                Pending::Request(entry) => entry.into_records(self, &mut batch),
+            }
+        }
         let mut counted = false;
         for record in &batch {
             if record.event == EventKind::AuthFailure && !record.shadow {
@@ -308,7 +323,7 @@ impl Auditor {
         let mut record = AuditRecord::new(event.kind(), shared.clock.now(), shared.new_trace_id());
         fill_from_event(&mut record, event, None, &shared.pseudonyms);
         count_event(shared, event);
-        shared.push(record);
+        shared.push(Pending::Record(record));
     }
 
     /// Writes everything queued now, waiting for the sink. Call it before

@@ -74,6 +74,7 @@
 //! [`MemoryAuditSink`]: crate::core::MemoryAuditSink
 
 mod auditor;
+mod entry;
 mod layer;
 pub mod metrics;
 #[cfg(feature = "prometheus")]

@@ -1,0 +1,348 @@
+//! What the audit layer queues per request, and how the consumer turns it
+//! into records.
+//!
+//! The request path only copies what it must (reference-counted header
+//! values, the URI, the outcome) and counts metrics; sanitizing,
+//! pseudonymizing (an HMAC per email) and building records happens on the
+//! consumer task, off the request path.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::header::{AUTHORIZATION, USER_AGENT};
+use http::{HeaderName, HeaderValue, Method, Request, Response, Uri};
+use portcullis_core::{
+    AuditRecord, AuthMethod, AuthOutcome, ClientIp, EventKind, FailureReason, Rejection,
+    SecurityEvent, SecurityEvents, TrustedProxies,
+};
+
+use super::auditor::{Shared, count_event, fill_from_event};
+use super::redact::{MAX_ENDPOINT, MAX_USER_AGENT, sanitize, token_prefix};
+
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
+/// What the layer keeps from the request until the response arrives.
+/// Header values are reference-counted slices: keeping them costs no copy,
+/// and nothing is parsed unless a record is written.
+pub(crate) struct RequestFacts {
+    pub(crate) start: Instant,
+    method: Method,
+    uri: Uri,
+    ip: Option<IpAddr>,
+    user_agent: Option<HeaderValue>,
+    traceparent: Option<HeaderValue>,
+    request_id: Option<HeaderValue>,
+    authorization: Option<HeaderValue>,
+    api_key: Option<HeaderValue>,
+}
+
+impl RequestFacts {
+    pub(crate) fn new<B>(request: &Request<B>, trusted: &TrustedProxies) -> Self {
+        let headers = request.headers();
+        let ip = request
+            .extensions()
+            .get::<ClientIp>()
+            .map(|ip| ip.0)
+            .or_else(|| {
+                crate::client_ip::peer_addr(request).map(|peer| trusted.resolve(peer, headers))
+            });
+        Self {
+            start: Instant::now(),
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            ip,
+            user_agent: headers.get(USER_AGENT).cloned(),
+            traceparent: headers.get(TRACEPARENT).cloned(),
+            request_id: headers.get(X_REQUEST_ID).cloned(),
+            authorization: headers.get(AUTHORIZATION).cloned(),
+            api_key: headers.get(X_API_KEY).cloned(),
+        }
+    }
+
+    /// The trace id: W3C `traceparent`'s trace-id, else a well-formed
+    /// `X-Request-Id`, else none (the auditor generates one).
+    fn trace_id(&self) -> Option<String> {
+        if let Some(id) = self
+            .traceparent
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .and_then(traceparent_trace_id)
+        {
+            return Some(id.to_owned());
+        }
+        self.request_id
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .filter(|id| {
+                (1..=64).contains(&id.len())
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            })
+            .map(str::to_owned)
+    }
+
+    fn token_prefix(&self) -> Option<Box<str>> {
+        if let Some(value) = self.authorization.as_ref().and_then(|v| v.to_str().ok()) {
+            let credential = value
+                .split_once(' ')
+                .map_or("", |(_, rest)| rest.trim_start());
+            return token_prefix(credential);
+        }
+        self.api_key
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .and_then(token_prefix)
+    }
+}
+
+/// The trace-id field of a version-00 `traceparent`, if well formed and not
+/// all zeros.
+pub(crate) fn traceparent_trace_id(value: &str) -> Option<&str> {
+    let mut parts = value.trim().split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let ok = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(parent, 16)
+        && hex(flags, 2);
+    ok.then_some(trace)
+}
+
+/// The decision a response reports, if any layer or handler took one.
+pub(crate) struct Decision {
+    kind: EventKind,
+    reason: Option<FailureReason>,
+    method: Option<AuthMethod>,
+    user: Option<Arc<str>>,
+    outcome: Option<AuthOutcome>,
+    shadow: bool,
+    fallback: bool,
+    layer: &'static str,
+}
+
+impl Decision {
+    pub(crate) fn of<B>(response: &Response<B>) -> Option<Self> {
+        let outcome = AuthOutcome::of(response);
+        let rejection = response.extensions().get::<Rejection>();
+        match (outcome, rejection) {
+            // Authenticated, then refused further in (authorization, CSRF
+            // after login, …): the refusal is the decision.
+            (Some(outcome), Some(rejection)) if outcome.is_success() => Some(Self {
+                kind: kind_of_reason(rejection.reason()),
+                reason: Some(rejection.reason()),
+                method: Some(outcome.method()),
+                user: None,
+                outcome: Some(outcome.clone()),
+                shadow: false,
+                fallback: outcome.is_fallback(),
+                layer: layer_of_reason(rejection.reason(), Some(outcome.method())),
+            }),
+            (Some(outcome), _) => Some(Self {
+                kind: match outcome.reason() {
+                    None => EventKind::AuthSuccess,
+                    Some(FailureReason::TokenExpired) => EventKind::TokenExpired,
+                    Some(_) => EventKind::AuthFailure,
+                },
+                reason: outcome.reason(),
+                method: Some(outcome.method()),
+                user: None,
+                outcome: Some(outcome.clone()),
+                shadow: outcome.is_shadow(),
+                fallback: outcome.is_fallback(),
+                layer: method_layer(outcome.method()),
+            }),
+            (None, Some(rejection)) => Some(Self {
+                kind: kind_of_reason(rejection.reason()),
+                reason: Some(rejection.reason()),
+                method: None,
+                user: rejection.subject().map(Arc::from),
+                outcome: None,
+                shadow: false,
+                fallback: false,
+                layer: layer_of_reason(rejection.reason(), None),
+            }),
+            (None, None) => None,
+        }
+    }
+
+    /// Counts the decision's metrics, on the request path.
+    pub(crate) fn count(&self, shared: &Shared) {
+        match (self.reason, self.shadow) {
+            (None, _) => {
+                if let Some(method) = self.method {
+                    shared.metrics.success(method);
+                }
+            }
+            (Some(reason), true) => shared.metrics.shadow(reason),
+            (Some(reason), false) => shared.metrics.failure(reason, self.method),
+        }
+    }
+
+    fn user(&self) -> Option<&str> {
+        self.user.as_deref().or_else(|| {
+            let outcome = self.outcome.as_ref()?;
+            outcome.subject().or_else(|| outcome.identifier())
+        })
+    }
+}
+
+/// One audited request, waiting in the queue.
+pub(crate) struct RequestEntry {
+    pub(crate) facts: RequestFacts,
+    pub(crate) timestamp: SystemTime,
+    pub(crate) status: u16,
+    pub(crate) decision: Option<Decision>,
+    pub(crate) events: Vec<SecurityEvent>,
+}
+
+impl RequestEntry {
+    /// Counts metrics and captures the response's decision and events; `None`
+    /// when there is nothing to record.
+    pub(crate) fn capture<B>(
+        shared: &Shared,
+        facts: RequestFacts,
+        response: &Response<B>,
+    ) -> Option<Self> {
+        let decision = Decision::of(response);
+        let events = SecurityEvents::of(response);
+        if decision.is_none() && events.is_empty() {
+            return None;
+        }
+        if let Some(decision) = &decision {
+            decision.count(shared);
+        }
+        for event in events {
+            count_event(shared, event);
+        }
+        Some(Self {
+            facts,
+            timestamp: shared.clock.now(),
+            status: response.status().as_u16(),
+            decision,
+            events: events.to_vec(),
+        })
+    }
+
+    /// The records: the decision, unless a layer reported the same kind of
+    /// event itself (its record carries more: counts, lock end), then one
+    /// per event.
+    pub(crate) fn into_records(self, shared: &Shared, out: &mut Vec<AuditRecord>) {
+        let facts = &self.facts;
+        let trace_id: Arc<str> = facts
+            .trace_id()
+            .unwrap_or_else(|| shared.new_trace_id())
+            .into();
+        let endpoint = sanitize(facts.uri.path(), MAX_ENDPOINT);
+        let user_agent = facts
+            .user_agent
+            .as_ref()
+            .map(|v| sanitize(&String::from_utf8_lossy(v.as_bytes()), MAX_USER_AGENT));
+        let prefix = facts.token_prefix();
+        let base = |kind: EventKind| {
+            let mut record = AuditRecord::new(kind, self.timestamp, trace_id.clone());
+            record.ip_address = facts.ip;
+            record.endpoint = Some(endpoint.clone());
+            record.http_method = Some(facts.method.as_str().into());
+            record.user_agent.clone_from(&user_agent);
+            record.status = Some(self.status);
+            record.token_prefix.clone_from(&prefix);
+            record
+        };
+        if let Some(decision) = &self.decision
+            && !self
+                .events
+                .iter()
+                .any(|event| event.kind() == decision.kind)
+        {
+            let mut record = base(decision.kind);
+            record.failure_reason = decision.reason;
+            record.auth_method = decision.method;
+            record.user_id = decision
+                .user()
+                .map(|user| shared.pseudonyms.identifier(user));
+            record.shadow = decision.shadow;
+            record.fallback = decision.fallback;
+            record.layer = Some(decision.layer);
+            out.push(record);
+        }
+        for event in &self.events {
+            let mut record = base(event.kind());
+            fill_from_event(&mut record, event, facts.ip, &shared.pseudonyms);
+            out.push(record);
+        }
+    }
+}
+
+const fn kind_of_reason(reason: FailureReason) -> EventKind {
+    match reason {
+        FailureReason::CsrfMissing | FailureReason::CsrfMismatch | FailureReason::CrossOrigin => {
+            EventKind::CsrfViolation
+        }
+        FailureReason::IpBlocked => EventKind::IpBlocked,
+        FailureReason::AccountLocked => EventKind::AccountLocked,
+        FailureReason::CaptchaRequired | FailureReason::CaptchaInvalid => {
+            EventKind::CaptchaChallenge
+        }
+        FailureReason::TokenExpired => EventKind::TokenExpired,
+        _ => EventKind::AuthFailure,
+    }
+}
+
+const fn method_layer(method: AuthMethod) -> &'static str {
+    match method {
+        AuthMethod::Jwt => "jwt",
+        AuthMethod::ApiKey => "api_key",
+        AuthMethod::Password => "login",
+        AuthMethod::Other(name) => name,
+        _ => "authenticate",
+    }
+}
+
+const fn layer_of_reason(reason: FailureReason, method: Option<AuthMethod>) -> &'static str {
+    match reason {
+        FailureReason::CsrfMissing | FailureReason::CsrfMismatch | FailureReason::CrossOrigin => {
+            "csrf"
+        }
+        FailureReason::IpBlocked => "block_list",
+        FailureReason::AccountLocked => "lockout",
+        FailureReason::RateLimited => "rate_limit",
+        FailureReason::CaptchaRequired | FailureReason::CaptchaInvalid => "captcha",
+        FailureReason::InsufficientPermissions => "authorize",
+        _ => match method {
+            Some(method) => method_layer(method),
+            None => "authenticate",
+        },
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_is_parsed_strictly() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(
+            traceparent_trace_id(&format!("00-{id}-00f067aa0ba902b7-01")),
+            Some(id)
+        );
+        for bad in [
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f35-00f067aa0ba902b7-01",
+            "garbage",
+            "",
+        ] {
+            assert_eq!(traceparent_trace_id(bad), None, "{bad}");
+        }
+    }
+}
