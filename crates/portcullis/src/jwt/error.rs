@@ -96,6 +96,31 @@ impl JwtError {
         }
     }
 
+    /// When a dependency that could not answer may answer again: the
+    /// remaining open time of a circuit breaker on the path, or the rest of
+    /// the JWKS refetch cooldown. Sent as `Retry-After` with the `503`.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        let Self::Unavailable(source) = self else {
+            return None;
+        };
+        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(&**source);
+        while let Some(err) = current {
+            #[cfg(feature = "circuit-breaker")]
+            if let Some(open) = err.downcast_ref::<crate::circuit_breaker::error::Open>() {
+                return open.retry_after();
+            }
+            #[cfg(feature = "jwks")]
+            if let Some(super::jwks::JwksError::StillFailing { retry_after }) =
+                err.downcast_ref::<super::jwks::JwksError>()
+            {
+                return Some(*retry_after);
+            }
+            current = err.source();
+        }
+        None
+    }
+
     /// The verified subject, when the failure came after the signature was
     /// checked (expired, revoked).
     #[must_use]

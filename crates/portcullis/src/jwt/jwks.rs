@@ -51,7 +51,10 @@ pub enum JwksError {
     /// The JWKS held no usable signing key.
     NoUsableKeys,
     /// The last fetch failed and the cooldown forbids another one yet.
-    StillFailing,
+    StillFailing {
+        /// When the cooldown ends and a fetch may be tried again.
+        retry_after: Duration,
+    },
 }
 
 impl fmt::Display for JwksError {
@@ -63,7 +66,7 @@ impl fmt::Display for JwksError {
             Self::TooLarge => f.write_str("JWKS response too large"),
             Self::Invalid(err) => write!(f, "JWKS unreadable: {err}"),
             Self::NoUsableKeys => f.write_str("JWKS has no usable signing keys"),
-            Self::StillFailing => f.write_str("JWKS unavailable: the last fetch failed"),
+            Self::StillFailing { .. } => f.write_str("JWKS unavailable: the last fetch failed"),
         }
     }
 }
@@ -304,12 +307,18 @@ impl RemoteJwks {
     }
 
     fn within_cooldown(&self) -> bool {
+        self.cooldown_left().is_some()
+    }
+
+    /// What is left of the cooldown after the last fetch attempt, if any.
+    fn cooldown_left(&self) -> Option<Duration> {
         let last = *self
             .inner
             .last_attempt
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        last.is_some_and(|at| at.elapsed() < self.inner.cooldown)
+        last.and_then(|at| self.inner.cooldown.checked_sub(at.elapsed()))
+            .filter(|left| !left.is_zero())
     }
 
     /// Called when a token names a `kid` we do not have. Returns whether the
@@ -319,7 +328,9 @@ impl RemoteJwks {
     pub(crate) async fn refresh_on_unknown_kid(&self) -> Result<bool, JwksError> {
         let still_failing = || {
             if self.inner.last_failed.load(Ordering::Relaxed) {
-                Err(JwksError::StillFailing)
+                Err(JwksError::StillFailing {
+                    retry_after: self.cooldown_left().unwrap_or_default(),
+                })
             } else {
                 Ok(false)
             }

@@ -193,6 +193,9 @@ pub(crate) fn rejection(shared: &Shared, err: &JwtError, reason: FailureReason) 
     }
     if let JwtError::Unavailable(source) = err {
         rejection = rejection.with_source(Arc::clone(source));
+        if let Some(after) = err.retry_after() {
+            rejection = rejection.with_retry_after(after);
+        }
     }
     rejection
 }

@@ -89,6 +89,9 @@ async fn open_breaker_serves_cached_keys_and_fails_fast_without_fetching() {
         let reply = get_with_token(&http, addr, "/me", token).await;
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
         assert_eq!(reply.json()["error"], "upstream_unavailable");
+        // The breaker's remaining open time, rounded up to whole seconds.
+        let retry: u64 = reply.header("retry-after").parse().expect("seconds");
+        assert!((1..=open_for.as_secs().max(1)).contains(&retry), "{retry}");
     }
     assert!(started.elapsed() < Duration::from_secs(2), "failed fast");
     assert_eq!(server.hits(), 4, "no request reached the JWKS server");

@@ -401,9 +401,11 @@ async fn stale_keys_survive_upstream_errors() {
     let reply = get_with_token(&http, addr, "/me", &k2.token("bob")).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
     assert_eq!(server.hits(), before + 1);
-    // Within the cooldown the same answer comes without another fetch.
+    // Within the cooldown the same answer comes without another fetch,
+    // with `Retry-After` the rest of the cooldown (rounded up to 1 s).
     let reply = get_with_token(&http, addr, "/me", &k2.token("bob")).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+    assert_eq!(reply.header("retry-after"), "1");
     assert_eq!(server.hits(), before + 1);
     assert_eq!(jwks.failure_count(), 2);
     assert_ok(
