@@ -28,6 +28,7 @@ pub mod api_key;
 pub mod audit;
 pub mod client_ip;
 mod clock;
+pub mod csrf;
 pub mod event;
 pub mod outcome;
 mod principal;
@@ -42,6 +43,10 @@ pub use api_key::{
 pub use audit::{AuditRecord, AuditSink, BoxAuditSink, FanOutSink, MemoryAuditSink};
 pub use client_ip::{ClientIp, ForwardedHeader, PeerAddr, TrustedProxies};
 pub use clock::{Clock, FakeClock, SharedClock, SystemClock};
+pub use csrf::{
+    BoxCsrfTokenStore, CSRF_TOKEN_DIGEST_LEN, CsrfTokenDigest, CsrfTokenRecord, CsrfTokenStore,
+    MemoryCsrfTokenStore,
+};
 pub use event::{EventKind, EventLevel, SecurityEvent, SecurityEvents};
 pub use outcome::{AuthMethod, AuthOutcome};
 #[cfg(feature = "axum")]

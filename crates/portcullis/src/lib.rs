@@ -17,7 +17,9 @@
 //! | `AuthenticateLayer` and the `or` / `optional` / `all_of` / `with_fallback` combinators | [`authenticate`] | `authenticate` |
 //! | `RequireLayer`: scope and role checks | [`authorize`] | `authorize` |
 //! | `ClientIpLayer`: client address without trusting spoofed headers | [`client_ip`] | `client-ip` |
+//! | `CsrfLayer`: Fetch Metadata / Origin checks, then signed double-submit tokens bound to the session; `CsrfToken` extractor | [`csrf`] | `csrf` |
 //! | `CircuitBreakerLayer`: closed / open / half-open around a dependency (JWKS, introspection, siteverify) | [`circuit_breaker`] | `circuit-breaker` |
+//! | `AuditLayer`: one structured security event per decision, batched to an `AuditSink`; Prometheus metrics with bounded labels | [`audit`] | `audit`, `prometheus` |
 //!
 //! # Feature flags
 //!
@@ -29,7 +31,10 @@
 //! | `authenticate` | no | [`authenticate`]: composable authenticators, `AuthenticateLayer` |
 //! | `authorize` | no | [`authorize`]: `RequireLayer` |
 //! | `client-ip` | no | [`client_ip`]: `ClientIpLayer` |
+//! | `csrf` | no | [`csrf`]: `CsrfLayer`, `CsrfToken` (aws-lc-rs HMAC, subtle) |
 //! | `circuit-breaker` | no | [`circuit_breaker`]: `CircuitBreakerLayer` (tower-http `classify`, tokio timers) |
+//! | `audit` | no | [`audit`]: `AuditLayer`, `Auditor`, sinks, metrics through the `metrics` facade (implies `client-ip`) |
+//! | `prometheus` | no | [`audit::prometheus`]: recorder and `/metrics` route (metrics-exporter-prometheus) |
 //! | `axum` | no | `Principal` extractor, `ConnectInfo` support, axum bodies for rejections, `circuit_breaker::handle_error` |
 //! | `tonic` | no | `From<Rejection>` and `From<circuit_breaker::error::Open>` for `tonic::Status`, `NamedService` forwarding, tonic bodies |
 //! | `tracing` | no | `trace!` events at decisions (target `portcullis::rejection`); circuit transitions (target `portcullis::circuit_breaker`) |

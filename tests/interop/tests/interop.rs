@@ -12,15 +12,23 @@
 //! - `with_tonic`: `JwtLayer` on a tonic 0.14 server with a hand-written
 //!   unary gRPC service (no protoc);
 //! - `jwks`: `RemoteJwks` against a local JWKS server whose keys change;
+//! - `audit`: `AuditLayer` in front of all of them: one record per
+//!   decision, no secrets in the output, panics caught;
 //! - `breaker`: the JWKS client behind `CircuitBreakerLayer` while the JWKS
 //!   server fails.
 
 #[path = "interop/api_key.rs"]
 mod api_key;
+#[path = "interop/audit.rs"]
+mod audit;
 #[path = "interop/breaker.rs"]
 mod breaker;
 #[path = "interop/common.rs"]
 mod common;
+#[path = "interop/csrf.rs"]
+mod csrf;
+#[path = "interop/csrf_browser.rs"]
+mod csrf_browser;
 #[path = "interop/jwks.rs"]
 mod jwks;
 #[path = "interop/axum.rs"]
