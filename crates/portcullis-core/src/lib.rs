@@ -25,7 +25,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod api_key;
+pub mod attempt;
 pub mod audit;
+pub mod block_list;
 pub mod client_ip;
 mod clock;
 pub mod csrf;
@@ -40,7 +42,13 @@ pub use api_key::{
     API_KEY_DIGEST_LEN, ApiKeyDigest, ApiKeyFilter, ApiKeyInfo, ApiKeyRecord, ApiKeyStore,
     BoxApiKeyStore, MemoryApiKeyStore,
 };
+pub use attempt::{
+    Admission, AttemptCounts, AttemptKey, AttemptKeyKind, AttemptPolicy, AttemptStatus,
+    AttemptStore, BoxAttemptStore, CaptchaSolved, FailureRecord, Lock, LockedKey,
+    MemoryAttemptStore, ResetScope,
+};
 pub use audit::{AuditRecord, AuditSink, BoxAuditSink, FanOutSink, MemoryAuditSink};
+pub use block_list::{BlockEntry, BlockListStore, BoxBlockListStore, MemoryBlockList};
 pub use client_ip::{ClientIp, ForwardedHeader, PeerAddr, TrustedProxies};
 pub use clock::{Clock, FakeClock, SharedClock, SystemClock};
 pub use csrf::{

@@ -18,6 +18,8 @@
 //! | `RequireLayer`: scope and role checks | [`authorize`] | `authorize` |
 //! | `ClientIpLayer`: client address without trusting spoofed headers | [`client_ip`] | `client-ip` |
 //! | `CsrfLayer`: Fetch Metadata / Origin checks, then signed double-submit tokens bound to the session; `CsrfToken` extractor | [`csrf`] | `csrf` |
+//! | `LockoutLayer`: failure counting per account, IP and account+IP with atomic reservations, growing capped locks, IP block list, per-IP rate limit; `LockoutAdmin` | [`lockout`] | `lockout` |
+//! | `CaptchaLayer`: a CAPTCHA after N failures; `SiteVerify` for Turnstile, hCaptcha, reCAPTCHA v2/v3 | [`captcha`] | `captcha` |
 //! | `CircuitBreakerLayer`: closed / open / half-open around a dependency (JWKS, introspection, siteverify) | [`circuit_breaker`] | `circuit-breaker` |
 //! | `AuditLayer`: one structured security event per decision, batched to an `AuditSink`; Prometheus metrics with bounded labels | [`audit`] | `audit`, `prometheus` |
 //!
@@ -32,6 +34,8 @@
 //! | `authorize` | no | [`authorize`]: `RequireLayer` |
 //! | `client-ip` | no | [`client_ip`]: `ClientIpLayer` |
 //! | `csrf` | no | [`csrf`]: `CsrfLayer`, `CsrfToken` (aws-lc-rs HMAC, subtle) |
+//! | `lockout` | no | [`lockout`]: `LockoutLayer`, `LockoutAdmin` (governor, unicode-normalization, tokio) |
+//! | `captcha` | no | [`captcha`]: `CaptchaLayer`, `SiteVerify` over a pluggable HTTP client (implies `lockout`) |
 //! | `circuit-breaker` | no | [`circuit_breaker`]: `CircuitBreakerLayer` (tower-http `classify`, tokio timers) |
 //! | `audit` | no | [`audit`]: `AuditLayer`, `Auditor`, sinks, metrics through the `metrics` facade (implies `client-ip`) |
 //! | `prometheus` | no | [`audit::prometheus`]: recorder and `/metrics` route (metrics-exporter-prometheus) |

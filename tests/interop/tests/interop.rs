@@ -14,6 +14,9 @@
 //! - `jwks`: `RemoteJwks` against a local JWKS server whose keys change;
 //! - `audit`: `AuditLayer` in front of all of them: one record per
 //!   decision, no secrets in the output, panics caught;
+//! - `csrf`, `csrf_browser`: `CsrfLayer` over HTTP and in headless Chromium;
+//! - `lockout`, `captcha`: `LockoutLayer` and `CaptchaLayer` on a login
+//!   route, with a fake siteverify server answering like each provider;
 //! - `breaker`: the JWKS client behind `CircuitBreakerLayer` while the JWKS
 //!   server fails.
 
@@ -23,6 +26,8 @@ mod api_key;
 mod audit;
 #[path = "interop/breaker.rs"]
 mod breaker;
+#[path = "interop/captcha.rs"]
+mod captcha;
 #[path = "interop/common.rs"]
 mod common;
 #[path = "interop/csrf.rs"]
@@ -31,6 +36,8 @@ mod csrf;
 mod csrf_browser;
 #[path = "interop/jwks.rs"]
 mod jwks;
+#[path = "interop/lockout.rs"]
+mod lockout;
 #[path = "interop/axum.rs"]
 mod with_axum;
 #[path = "interop/hyper.rs"]
