@@ -15,10 +15,7 @@
 #![allow(clippy::unwrap_used)] // benchmark setup: a failure is a broken benchmark
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use aws_lc_rs::{digest, hmac};
@@ -30,6 +27,10 @@ use portcullis::authenticate::{AuthenticateExt as _, AuthenticateLayer};
 use portcullis::jwt::{Algorithm, JwtLayer, JwtVerifier, KeySet, SigningKey};
 use serde::Serialize;
 use tower::{Layer, Service, service_fn};
+
+#[path = "support/mod.rs"]
+mod support;
+use support::poll_now;
 
 const SECRET: &str = "bench-secret-0123456789-abcdefghijklmnopq";
 const PEPPER: [u8; 32] = [0x42; 32];
@@ -44,17 +45,6 @@ struct Claims {
     iat: u64,
     jti: &'static str,
     scope: &'static str,
-}
-
-fn poll_now<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("benchmarked futures complete synchronously"),
-    }
 }
 
 fn request(name: &HeaderName, value: &HeaderValue) -> Request<()> {

@@ -15,10 +15,8 @@
 #![allow(clippy::unwrap_used)] // benchmark setup: a failure is a broken benchmark
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -29,16 +27,9 @@ use portcullis::core::PeerAddr;
 use portcullis::{AuthMethod, AuthOutcome, FailureReason};
 use tower::{Layer, Service, service_fn};
 
-fn poll_now<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("benchmarked futures complete synchronously"),
-    }
-}
+#[path = "support/mod.rs"]
+mod support;
+use support::poll_now;
 
 fn request(path: &'static str) -> Request<()> {
     let mut req = Request::post(path)

@@ -16,9 +16,7 @@
 #![allow(clippy::unwrap_used)] // benchmark setup: a failure is a broken benchmark
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -27,16 +25,9 @@ use http::{Request, Response};
 use portcullis::circuit_breaker::{CircuitBreakerLayer, SlidingWindow};
 use tower::{Layer, Service, service_fn};
 
-fn poll_now<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("benchmarked futures complete synchronously"),
-    }
-}
+#[path = "support/mod.rs"]
+mod support;
+use support::poll_now;
 
 /// `poll_ready`, `call`, and the future's first poll.
 fn once<S>(service: &mut S) -> S::Response

@@ -16,10 +16,7 @@
 #![allow(clippy::unwrap_used)] // benchmark setup: a failure is a broken benchmark
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -29,21 +26,14 @@ use portcullis::jwt::{Algorithm, JwtLayer, JwtVerifier, KeySet, VerifyingKey};
 use serde_json::json;
 use tower::{Layer, Service, service_fn};
 
+#[path = "support/mod.rs"]
+mod support;
+use support::poll_now;
+
 const CSRF_SECRET: &[u8] = b"bench-csrf-secret-0123456789-abcdefghij";
 const JWT_SECRET: &str = "bench-secret-0123456789-abcdefghijklmnopq";
 const ORIGIN: &str = "https://app.example.org";
 const SESSION: &str = "3f9a1c7e5b2d4086a1e9c3b7d5f20864";
-
-fn poll_now<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("benchmarked futures complete synchronously"),
-    }
-}
 
 /// A request with `headers`, as a server would hand it over.
 fn request(method: &Method, headers: &[(&'static str, HeaderValue)]) -> Request<()> {

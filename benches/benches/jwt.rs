@@ -13,10 +13,7 @@
 #![allow(clippy::unwrap_used)] // benchmark setup: a failure is a broken benchmark
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use aws_lc_rs::{hmac, signature};
@@ -28,6 +25,10 @@ use http::{HeaderValue, Request, Response};
 use portcullis::jwt::{Algorithm, JwtLayer, JwtVerifier, KeySet, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use tower::{Layer, Service, service_fn};
+
+#[path = "support/mod.rs"]
+mod support;
+use support::poll_now;
 
 const SECRET: &str = "bench-secret-0123456789-abcdefghijklmnopq";
 const ISSUER: &str = "https://auth.example";
@@ -93,17 +94,6 @@ fn floor(token: &str, verify: &dyn Fn(&[u8], &[u8]) -> bool) -> usize {
     let claims: FloorClaims<'_> = serde_json::from_slice(&body).unwrap();
     assert!(claims.exp > now() && claims.iss == ISSUER && claims.aud == AUDIENCE);
     header.alg.len() + header.kid.map_or(0, str::len) + claims.sub.len()
-}
-
-fn poll_now<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("benchmarked futures complete synchronously"),
-    }
 }
 
 fn request(header: &HeaderValue) -> Request<()> {

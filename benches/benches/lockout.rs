@@ -18,11 +18,8 @@
 #![allow(clippy::unwrap_used)] // benchmark setup: a failure is a broken benchmark
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -31,19 +28,12 @@ use portcullis::core::{AttemptKey, AttemptPolicy, AttemptStore, MemoryAttemptSto
 use portcullis::lockout::{IdentifierSource, LockoutLayer, RateLimit};
 use tower::{Layer, Service, service_fn};
 
+#[path = "support/mod.rs"]
+mod support;
+use support::poll_now;
+
 const TRACKED: u32 = 10_000;
 const USER: HeaderName = HeaderName::from_static("x-login-user");
-
-fn poll_now<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("benchmarked futures complete synchronously"),
-    }
-}
 
 fn ip(i: u32) -> IpAddr {
     IpAddr::from((0x0a00_0000 + i).to_be_bytes())
