@@ -279,7 +279,10 @@ async fn row140_one_record_per_decision_and_no_secrets() {
         )
         .await;
     assert_eq!(by_key.user_id.as_deref(), Some("ci-bot"));
-    let wrong_key = format!("{}x", &s.api_key[..s.api_key.len() - 1]);
+    // The key with its last character changed (to something it is not).
+    let last = if s.api_key.ends_with('x') { 'y' } else { 'x' };
+    let wrong_key = format!("{}{last}", &s.api_key[..s.api_key.len() - 1]);
+    assert_ne!(wrong_key, s.api_key);
     s.one(
         http_get(a, "/me", &[("x-api-key", &wrong_key)]),
         401,
