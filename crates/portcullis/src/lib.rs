@@ -115,6 +115,8 @@ pub mod csrf;
 pub mod jwt;
 #[cfg(feature = "lockout")]
 pub mod lockout;
+#[cfg(all(test, any(feature = "jwt", feature = "api-key")))]
+mod test_support;
 #[cfg(feature = "tonic")]
 mod tonic_support;
 

@@ -14,10 +14,11 @@ use portcullis_core::{
     FailureReason, FakeClock, MemoryApiKeyStore, Principal, PrincipalKind, Rejection, StoreError,
     StoreErrorKind,
 };
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{Layer, ServiceExt, service_fn};
 
 use super::format::with_checksum;
 use super::*;
+use crate::test_support::Echo;
 
 const NOW: u64 = 1_700_000_000;
 
@@ -91,33 +92,6 @@ impl ApiKeyStore for CountingStore {
         }
         self.check()?;
         self.inner.touch(key_id, at).await
-    }
-}
-
-/// A counting echo service that returns the principal's subject.
-#[derive(Clone, Default)]
-struct Echo {
-    calls: Arc<AtomicUsize>,
-}
-
-impl Echo {
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-
-    fn service(
-        &self,
-    ) -> impl Service<Request<String>, Response = Response<String>, Error = Infallible, Future: Send>
-    + Clone {
-        let calls = Arc::clone(&self.calls);
-        service_fn(move |req: Request<String>| {
-            calls.fetch_add(1, Ordering::SeqCst);
-            let who = req
-                .extensions()
-                .get::<Principal>()
-                .map_or_else(|| "<none>".to_owned(), |p| p.subject().to_owned());
-            async move { Ok::<_, Infallible>(Response::new(who)) }
-        })
     }
 }
 

@@ -4,7 +4,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aws_lc_rs::hmac;
@@ -18,6 +17,7 @@ use portcullis_core::{
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 use super::*;
+use crate::test_support::Echo;
 
 const SECRET: &str = "test-secret-0123456789-abcdefghijklmnop";
 const NOW: u64 = 1_700_000_000;
@@ -68,33 +68,6 @@ fn keys() -> KeySet {
 
 fn verifier(clock: &FakeClock) -> JwtVerifierBuilder {
     JwtVerifier::builder(keys()).clock(Arc::new(clock.clone()))
-}
-
-/// A counting echo service that returns the principal's subject.
-#[derive(Clone, Default)]
-struct Echo {
-    calls: Arc<AtomicUsize>,
-}
-
-impl Echo {
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-
-    fn service(
-        &self,
-    ) -> impl Service<Request<String>, Response = Response<String>, Error = Infallible, Future: Send>
-    + Clone {
-        let calls = Arc::clone(&self.calls);
-        service_fn(move |req: Request<String>| {
-            calls.fetch_add(1, Ordering::SeqCst);
-            let who = req
-                .extensions()
-                .get::<Principal>()
-                .map_or_else(|| "<none>".to_owned(), |p| p.subject().to_owned());
-            async move { Ok::<_, Infallible>(Response::new(who)) }
-        })
-    }
 }
 
 async fn send(layer: &JwtLayer, echo: &Echo, request: Request<String>) -> Response<String> {
