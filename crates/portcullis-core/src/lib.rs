@@ -43,8 +43,8 @@ pub use api_key::{
     BoxApiKeyStore, MemoryApiKeyStore,
 };
 pub use attempt::{
-    Admission, AttemptCounts, AttemptKey, AttemptKeyKind, AttemptPolicy, AttemptStatus,
-    AttemptStore, BoxAttemptStore, CaptchaSolved, FailureRecord, Lock, LockedKey,
+    Admission, AttemptCounts, AttemptKey, AttemptKeyKind, AttemptPolicy, AttemptState,
+    AttemptStatus, AttemptStore, BoxAttemptStore, CaptchaSolved, FailureRecord, Lock, LockedKey,
     MemoryAttemptStore, ResetScope,
 };
 pub use audit::{AuditRecord, AuditSink, BoxAuditSink, FanOutSink, MemoryAuditSink};

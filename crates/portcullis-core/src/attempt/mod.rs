@@ -33,25 +33,28 @@
 //!
 //! # Implementing a store
 //!
-//! Every operation is one atomic step on one key, so it maps to one SQL
-//! statement (or one transaction on one row with `SELECT … FOR UPDATE`) or
-//! one Redis Lua script:
+//! Every operation is one atomic step on one key. The rules live in one
+//! place, [`AttemptState`]: a backend loads the key's state, applies the
+//! matching method and writes the state back (or deletes it when
+//! [`is_blank`](AttemptState::is_blank)) without letting another writer in
+//! between:
 //!
-//! - `begin`: `UPDATE attempts SET in_flight = in_flight + 1 … WHERE key = ?
-//!   AND NOT locked AND failures_in_window + in_flight < limit RETURNING …`;
-//!   in Redis, a script that reads the hash and sorted set of the key,
-//!   decides, and `HINCRBY`s `in_flight`.
-//! - `record_failure`: one script that trims the failure log (`ZREMRANGEBYSCORE`),
-//!   appends (`ZADD`), counts (`ZCARD`), sets the lock when the count
-//!   reaches the limit and decrements `in_flight`.
-//! - Reservations carry a deadline ([`AttemptPolicy::reservation_ttl`]): a
-//!   reservation whose request vanished (process crash) stops counting after
-//!   it, so a crash cannot lock an account forever.
-//! - Entries may be dropped once nothing about them matters any more: no
-//!   lock in force, no live reservation, and the last failure older than
-//!   [`AttemptPolicy::forget_after`]. A lock is never dropped before it
-//!   ends. The SQL schema of seed 003 (`login_attempts`) can hold the log,
-//!   one row per failure, with a cleanup job deleting old rows.
+//! - the memory store applies it under the key's shard mutex;
+//! - SQL backends inside a transaction holding the row (`SELECT … FOR
+//!   UPDATE` on PostgreSQL, `BEGIN IMMEDIATE` on SQLite), storing the
+//!   [encoded](AttemptState::encode) state and the lock end in columns;
+//! - Redis with a compare-and-set script on the encoded value, retried a
+//!   bounded number of times under contention.
+//!
+//! Reservations carry a deadline ([`AttemptPolicy::reservation_ttl`]): a
+//! reservation whose request vanished (process crash) stops counting after
+//! it, so a crash cannot lock an account forever. A state may be dropped
+//! once nothing about it matters any more ([`AttemptState::keep_until`]:
+//! no lock in force, no live reservation, the last failure older than
+//! [`AttemptPolicy::forget_after`]); a lock is never dropped before it
+//! ends. The conformance kit `portcullis-test` checks every backend
+//! against these rules.
+//!
 //! - Errors are for backend failures only; the layers fail closed on them.
 
 use std::collections::HashMap;
@@ -62,9 +65,12 @@ use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use crate::{StoreError, StoreErrorKind};
+
+mod state;
+pub use state::{AttemptState, MAX_LOG, duration_secs, epoch_secs};
 
 /// Which counter an attempt is counted on.
 ///
@@ -458,7 +464,8 @@ pub trait AttemptStore: Send + Sync + 'static {
         now: SystemTime,
     ) -> impl Future<Output = Result<Option<Lock>, StoreError>> + Send;
 
-    /// Keys of `kind` locked at `now`, soonest-ending last, at most `limit`.
+    /// Keys of `kind` locked at `now`, at most `limit`, in the order of
+    /// [`sort_locked`]: "until unlocked" first, then soonest-ending last.
     fn locked(
         &self,
         kind: AttemptKeyKind,
@@ -467,7 +474,8 @@ pub trait AttemptStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<LockedKey>, StoreError>> + Send;
 
     /// Keys of `kind` with the most failures within `window`, most first,
-    /// at most `limit` (seed 000's "find the brute-forcing IP").
+    /// at most `limit` (seed 000's "find the brute-forcing IP"); ties in
+    /// the order of [`sort_hottest`].
     fn hottest(
         &self,
         kind: AttemptKeyKind,
@@ -831,88 +839,9 @@ pub struct CaptchaSolved;
 /// # }).unwrap();
 /// ```
 pub struct MemoryAttemptStore {
-    shards: Box<[Mutex<HashMap<AttemptKey, Entry>>]>,
+    shards: Box<[Mutex<HashMap<AttemptKey, AttemptState>>]>,
     hasher: RandomState,
     shard_capacity: usize,
-}
-
-/// Seconds since the Unix epoch; enough until 2106.
-type Secs = u32;
-
-/// `lock_until` value for [`Lock::UntilUnlocked`].
-const FOREVER: Secs = Secs::MAX;
-
-#[derive(Default)]
-struct Entry {
-    /// Failure times, ascending, at most `limit` of them.
-    log: Vec<Secs>,
-    consecutive: u32,
-    locks: u16,
-    in_flight: u16,
-    in_flight_until: Secs,
-    /// 0: no lock; [`FOREVER`]: until unlocked.
-    lock_until: Secs,
-    /// When nothing about this entry matters any more.
-    keep_until: Secs,
-}
-
-fn secs(t: SystemTime) -> Secs {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| Secs::try_from(d.as_secs()).unwrap_or(FOREVER - 1))
-}
-
-fn dur_secs(d: Duration) -> Secs {
-    // Round up: a window of 1.5 s covers two one-second ticks.
-    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    Secs::try_from(s).unwrap_or(FOREVER - 1)
-}
-
-fn time_of(s: Secs) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(u64::from(s))
-}
-
-impl Entry {
-    fn lock(&self, now: Secs) -> Option<Lock> {
-        match self.lock_until {
-            0 => None,
-            FOREVER => Some(Lock::UntilUnlocked),
-            until if until > now => Some(Lock::Until(time_of(until))),
-            _ => None,
-        }
-    }
-
-    fn expire(&mut self, now: Secs) {
-        if self.lock_until != 0 && self.lock_until != FOREVER && self.lock_until <= now {
-            self.lock_until = 0;
-        }
-        if self.in_flight_until <= now {
-            self.in_flight = 0;
-        }
-    }
-
-    fn failures(&self, window: Secs, now: Secs) -> u32 {
-        let from = now.saturating_sub(window);
-        let n = self.log.iter().filter(|&&t| t > from).count();
-        u32::try_from(n).unwrap_or(u32::MAX)
-    }
-
-    fn end_reservation(&mut self, reserved: bool) {
-        if reserved {
-            self.in_flight = self.in_flight.saturating_sub(1);
-        }
-    }
-
-    fn touch(&mut self, until: Secs) {
-        self.keep_until = self.keep_until.max(until);
-    }
-
-    fn is_idle(&self, now: Secs) -> bool {
-        self.lock(now).is_none() && (self.in_flight == 0 || self.in_flight_until <= now)
-    }
-
-    fn is_stale(&self, now: Secs) -> bool {
-        self.is_idle(now) && self.keep_until <= now
-    }
 }
 
 impl MemoryAttemptStore {
@@ -942,49 +871,81 @@ impl MemoryAttemptStore {
 
     /// Drops every entry nothing depends on any more at `now`.
     pub fn purge(&self, now: SystemTime) {
-        let now = secs(now);
         for shard in &self.shards {
             lock(shard).retain(|_, e| !e.is_stale(now));
         }
     }
 
-    fn shard(&self, key: &AttemptKey) -> MutexGuard<'_, HashMap<AttemptKey, Entry>> {
+    fn shard(&self, key: &AttemptKey) -> MutexGuard<'_, HashMap<AttemptKey, AttemptState>> {
         let hash = self.hasher.hash_one(key);
         let index = usize::try_from(hash % self.shards.len() as u64).unwrap_or(0);
         lock(&self.shards[index])
     }
 
-    /// The entry for `key`, inserted if absent and there is room.
-    fn entry<'m>(
+    /// Applies `op` to the state of `key` under its shard lock, inserting a
+    /// blank state if absent (and there is room) and dropping it again when
+    /// the operation leaves it blank.
+    fn update<R>(
         &self,
-        map: &'m mut HashMap<AttemptKey, Entry>,
         key: &AttemptKey,
-        now: Secs,
-    ) -> Result<&'m mut Entry, StoreError> {
+        now: SystemTime,
+        op: impl FnOnce(&mut AttemptState) -> R,
+    ) -> Result<R, StoreError> {
+        let mut map = self.shard(key);
         if !map.contains_key(key) && map.len() >= self.shard_capacity {
-            map.retain(|_, e| !e.is_stale(now));
-            if map.len() >= self.shard_capacity {
-                // Evict the idle entry with the fewest failures in a sample.
-                let victim = map
-                    .iter()
-                    .filter(|(_, e)| e.is_idle(now))
-                    .take(32)
-                    .min_by_key(|(_, e)| (e.log.len(), e.consecutive))
-                    .map(|(k, _)| k.clone());
-                match victim {
-                    Some(victim) => {
-                        map.remove(&victim);
-                    }
-                    None => {
-                        return Err(StoreError::new(
-                            StoreErrorKind::CapacityExceeded,
-                            "attempt store is full of locked or in-flight keys",
-                        ));
-                    }
-                }
-            }
+            self.make_room(&mut map, now)?;
         }
-        Ok(map.entry(key.clone()).or_default())
+        let state = map.entry(key.clone()).or_default();
+        let out = op(state);
+        if state.is_blank(now) {
+            map.remove(key);
+        }
+        Ok(out)
+    }
+
+    /// Like [`update`](Self::update) for operations that do nothing to an
+    /// absent key: never inserts.
+    fn update_existing<R>(
+        &self,
+        key: &AttemptKey,
+        now: SystemTime,
+        op: impl FnOnce(&mut AttemptState) -> R,
+    ) -> Option<R> {
+        let mut map = self.shard(key);
+        let state = map.get_mut(key)?;
+        let out = op(state);
+        if state.is_blank(now) {
+            map.remove(key);
+        }
+        Some(out)
+    }
+
+    fn make_room(
+        &self,
+        map: &mut HashMap<AttemptKey, AttemptState>,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        map.retain(|_, e| !e.is_stale(now));
+        if map.len() < self.shard_capacity {
+            return Ok(());
+        }
+        // Evict the idle entry with the fewest failures in a sample.
+        let victim = map
+            .iter()
+            .filter(|(_, e)| e.is_idle_at(now))
+            .take(32)
+            .min_by_key(|(_, e)| e.weight())
+            .map(|(k, _)| k.clone());
+        match victim {
+            Some(victim) => {
+                map.remove(&victim);
+                Ok(())
+            }
+            None => Err(StoreError::new(
+                StoreErrorKind::CapacityExceeded,
+                "attempt store is full of locked or in-flight keys",
+            )),
+        }
     }
 }
 
@@ -1018,45 +979,16 @@ impl AttemptStore for MemoryAttemptStore {
         reserve: bool,
         now: SystemTime,
     ) -> Result<Admission, StoreError> {
-        let now = secs(now);
-        let mut map = self.shard(key);
         if !reserve {
             // A read: never inserts.
-            let Some(entry) = map.get_mut(key) else {
-                return Ok(Admission::Admitted {
+            return Ok(self
+                .update_existing(key, now, |s| s.begin(policy, false, now))
+                .unwrap_or(Admission::Admitted {
                     failures: 0,
                     consecutive: 0,
-                });
-            };
-            entry.expire(now);
-            if let Some(lock) = entry.lock(now) {
-                return Ok(Admission::Locked(lock));
-            }
-            return Ok(Admission::Admitted {
-                failures: entry.failures(dur_secs(policy.window), now),
-                consecutive: entry.consecutive,
-            });
+                }));
         }
-        let entry = self.entry(&mut map, key, now)?;
-        entry.expire(now);
-        if let Some(lock) = entry.lock(now) {
-            return Ok(Admission::Locked(lock));
-        }
-        let failures = entry.failures(dur_secs(policy.window), now);
-        let in_flight = u32::from(entry.in_flight);
-        let over_cap = policy
-            .max_consecutive
-            .is_some_and(|cap| entry.consecutive.saturating_add(in_flight) >= cap);
-        if failures.saturating_add(in_flight) >= policy.limit || over_cap {
-            return Ok(Admission::Busy);
-        }
-        entry.in_flight = entry.in_flight.saturating_add(1);
-        entry.in_flight_until = now.saturating_add(dur_secs(policy.reservation_ttl));
-        entry.touch(entry.in_flight_until);
-        Ok(Admission::Admitted {
-            failures,
-            consecutive: entry.consecutive,
-        })
+        self.update(key, now, |s| s.begin(policy, true, now))
     }
 
     async fn record_failure(
@@ -1066,50 +998,7 @@ impl AttemptStore for MemoryAttemptStore {
         reserved: bool,
         now: SystemTime,
     ) -> Result<FailureRecord, StoreError> {
-        let now = secs(now);
-        let mut map = self.shard(key);
-        let entry = self.entry(&mut map, key, now)?;
-        entry.expire(now);
-        entry.end_reservation(reserved);
-        let from = now.saturating_sub(dur_secs(policy.window));
-        entry.log.retain(|&t| t > from);
-        entry.log.push(now);
-        let limit = usize::try_from(policy.limit.max(1)).unwrap_or(usize::MAX);
-        if entry.log.len() > limit {
-            let excess = entry.log.len() - limit;
-            entry.log.drain(..excess);
-        }
-        let failures = u32::try_from(entry.log.len()).unwrap_or(u32::MAX);
-        entry.consecutive = entry.consecutive.saturating_add(1);
-        let was_locked = entry.lock(now).is_some();
-        let mut newly_locked = false;
-        if policy
-            .max_consecutive
-            .is_some_and(|cap| entry.consecutive >= cap)
-        {
-            newly_locked = entry.lock_until != FOREVER;
-            entry.lock_until = FOREVER;
-        } else if !was_locked && failures >= policy.limit {
-            entry.locks = entry.locks.saturating_add(1);
-            let duration = policy.lock_duration(u32::from(entry.locks));
-            entry.lock_until = now.saturating_add(dur_secs(duration)).min(FOREVER - 1);
-            entry.log.clear();
-            newly_locked = true;
-        }
-        let lock_until = if entry.lock_until == FOREVER {
-            FOREVER
-        } else {
-            entry.lock_until
-        };
-        entry.touch(now.saturating_add(dur_secs(policy.forget_after)));
-        entry.touch(lock_until);
-        Ok(FailureRecord {
-            failures,
-            consecutive: entry.consecutive,
-            lock: entry.lock(now),
-            newly_locked,
-            locks: u32::from(entry.locks),
-        })
+        self.update(key, now, |s| s.record_failure(policy, reserved, now))
     }
 
     async fn record_success(
@@ -1119,36 +1008,12 @@ impl AttemptStore for MemoryAttemptStore {
         reserved: bool,
         now: SystemTime,
     ) -> Result<(), StoreError> {
-        let now = secs(now);
-        let mut map = self.shard(key);
-        let Some(entry) = map.get_mut(key) else {
-            return Ok(());
-        };
-        entry.expire(now);
-        entry.end_reservation(reserved);
-        entry.consecutive = 0;
-        if scope == ResetScope::All {
-            entry.log.clear();
-            entry.locks = 0;
-        }
-        if entry.is_idle(now) && entry.log.is_empty() && entry.locks == 0 {
-            map.remove(key);
-        }
+        self.update_existing(key, now, |s| s.record_success(scope, reserved, now));
         Ok(())
     }
 
     async fn release(&self, key: &AttemptKey, now: SystemTime) -> Result<(), StoreError> {
-        let now = secs(now);
-        let mut map = self.shard(key);
-        let Some(entry) = map.get_mut(key) else {
-            return Ok(());
-        };
-        entry.expire(now);
-        entry.end_reservation(true);
-        if entry.is_idle(now) && entry.log.is_empty() && entry.consecutive == 0 && entry.locks == 0
-        {
-            map.remove(key);
-        }
+        self.update_existing(key, now, |s| s.release(now));
         Ok(())
     }
 
@@ -1158,52 +1023,15 @@ impl AttemptStore for MemoryAttemptStore {
         window: Duration,
         now: SystemTime,
     ) -> Result<Option<AttemptStatus>, StoreError> {
-        let now = secs(now);
-        let mut map = self.shard(key);
-        Ok(map.get_mut(key).map(|entry| {
-            entry.expire(now);
-            AttemptStatus {
-                failures: entry.failures(dur_secs(window), now),
-                consecutive: entry.consecutive,
-                locks: u32::from(entry.locks),
-                lock: entry.lock(now),
-                in_flight: u32::from(entry.in_flight),
-            }
-        }))
+        Ok(self.shard(key).get(key).map(|s| s.status(window, now)))
     }
 
     async fn lock(&self, key: &AttemptKey, lock: Lock, now: SystemTime) -> Result<(), StoreError> {
-        let now = secs(now);
-        let mut map = self.shard(key);
-        let entry = self.entry(&mut map, key, now)?;
-        entry.lock_until = match lock {
-            Lock::UntilUnlocked => FOREVER,
-            Lock::Until(until) => secs(until).clamp(1, FOREVER - 1),
-        };
-        entry.touch(entry.lock_until);
-        Ok(())
+        self.update(key, now, |s| s.lock(lock, now))
     }
 
     async fn unlock(&self, key: &AttemptKey, now: SystemTime) -> Result<Option<Lock>, StoreError> {
-        let now = secs(now);
-        let mut map = self.shard(key);
-        let Some(entry) = map.get_mut(key) else {
-            return Ok(None);
-        };
-        entry.expire(now);
-        let was = entry.lock(now);
-        if entry.in_flight == 0 {
-            map.remove(key);
-        } else {
-            let in_flight = (entry.in_flight, entry.in_flight_until);
-            *entry = Entry {
-                in_flight: in_flight.0,
-                in_flight_until: in_flight.1,
-                keep_until: in_flight.1,
-                ..Entry::default()
-            };
-        }
-        Ok(was)
+        Ok(self.update_existing(key, now, |s| s.unlock(now)).flatten())
     }
 
     async fn locked(
@@ -1212,28 +1040,21 @@ impl AttemptStore for MemoryAttemptStore {
         now: SystemTime,
         limit: usize,
     ) -> Result<Vec<LockedKey>, StoreError> {
-        let now_s = secs(now);
         let mut out = Vec::new();
         for shard in &self.shards {
             let map = lock(shard);
             out.extend(
                 map.iter()
                     .filter(|(k, _)| k.kind() == kind)
-                    .filter_map(|(key, entry)| {
-                        entry.lock(now_s).map(|lock| LockedKey {
+                    .filter_map(|(key, state)| {
+                        state.lock_at(now).map(|lock| LockedKey {
                             key: key.clone(),
                             lock,
                         })
                     }),
             );
         }
-        // Longest locks first: "until unlocked", then the latest end.
-        out.sort_by_key(|locked| {
-            std::cmp::Reverse(match locked.lock {
-                Lock::UntilUnlocked => Secs::MAX,
-                Lock::Until(until) => secs(until),
-            })
-        });
+        sort_locked(&mut out);
         out.truncate(limit);
         Ok(out)
     }
@@ -1245,28 +1066,45 @@ impl AttemptStore for MemoryAttemptStore {
         now: SystemTime,
         limit: usize,
     ) -> Result<Vec<(AttemptKey, u32)>, StoreError> {
-        let now = secs(now);
-        let window = dur_secs(window);
         let mut out = Vec::new();
         for shard in &self.shards {
             let map = lock(shard);
             out.extend(
                 map.iter()
                     .filter(|(k, _)| k.kind() == kind)
-                    .map(|(k, e)| (k, e.failures(window, now)))
+                    .map(|(k, s)| (k, s.failures(window, now)))
                     .filter(|(_, n)| *n > 0)
                     .map(|(k, n)| (k.clone(), n)),
             );
         }
-        out.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+        sort_hottest(&mut out);
         out.truncate(limit);
         Ok(out)
     }
 }
 
+/// The order [`AttemptStore::locked`] promises: "until unlocked" first,
+/// then the latest end; ties by storage key, so every backend agrees.
+pub fn sort_locked(locked: &mut [LockedKey]) {
+    locked.sort_by_cached_key(|l| {
+        let end = match l.lock {
+            Lock::UntilUnlocked => u32::MAX,
+            Lock::Until(until) => epoch_secs(until),
+        };
+        (std::cmp::Reverse(end), l.key.storage_key())
+    });
+}
+
+/// The order [`AttemptStore::hottest`] promises: most failures first; ties
+/// by storage key.
+pub fn sort_hottest(hot: &mut [(AttemptKey, u32)]) {
+    hot.sort_by_cached_key(|(k, n)| (std::cmp::Reverse(*n), k.storage_key()));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     const T0: u64 = 1_700_000_000;
 
