@@ -35,6 +35,7 @@ pub mod event;
 pub mod outcome;
 mod principal;
 mod rejection;
+pub mod rate_limit;
 pub mod revocation;
 mod store;
 
@@ -61,5 +62,8 @@ pub use outcome::{AuthMethod, AuthOutcome};
 pub use principal::MissingPrincipal;
 pub use principal::{ClaimsError, Names, Principal, PrincipalBuilder, PrincipalKind};
 pub use rejection::{Challenge, FailureReason, GrpcCode, Rejection};
+pub use rate_limit::{
+    BoxRateLimitStore, MemoryRateLimitStore, RateDecision, RateLimitStore, RateQuota,
+};
 pub use revocation::{BoxRevocationStore, MemoryRevocationStore, RevocationStore, TokenRef};
 pub use store::{StoreError, StoreErrorKind};
