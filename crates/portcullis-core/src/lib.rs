@@ -34,8 +34,8 @@ pub mod csrf;
 pub mod event;
 pub mod outcome;
 mod principal;
-mod rejection;
 pub mod rate_limit;
+mod rejection;
 pub mod revocation;
 mod store;
 
@@ -61,9 +61,9 @@ pub use outcome::{AuthMethod, AuthOutcome};
 #[cfg(feature = "axum")]
 pub use principal::MissingPrincipal;
 pub use principal::{ClaimsError, Names, Principal, PrincipalBuilder, PrincipalKind};
-pub use rejection::{Challenge, FailureReason, GrpcCode, Rejection};
 pub use rate_limit::{
     BoxRateLimitStore, MemoryRateLimitStore, RateDecision, RateLimitStore, RateQuota,
 };
+pub use rejection::{Challenge, FailureReason, GrpcCode, Rejection};
 pub use revocation::{BoxRevocationStore, MemoryRevocationStore, RevocationStore, TokenRef};
 pub use store::{StoreError, StoreErrorKind};

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portcullis_core::{
-    AttemptPolicy, AttemptStore, BlockListStore, BoxBlockListStore, MemoryBlockList, SharedClock,
-    SystemClock,
+    AttemptPolicy, AttemptStore, BlockListStore, BoxBlockListStore, BoxRateLimitStore,
+    MemoryBlockList, RateLimitStore, RateQuota, SharedClock, SystemClock,
 };
 use tower_layer::Layer;
 
@@ -50,6 +50,7 @@ pub(crate) struct Config<St> {
     pub(crate) identifier: Option<IdentifierSource>,
     pub(crate) grouping: IpGrouping,
     pub(crate) rate: Option<Arc<RateLimiterState>>,
+    pub(crate) shared_rate: Option<(RateQuota, BoxRateLimitStore)>,
     pub(crate) delay: Option<Delay>,
     pub(crate) captcha_unlock: bool,
     pub(crate) fail_open: bool,
@@ -68,6 +69,7 @@ impl<St> Clone for Config<St> {
             identifier: self.identifier.clone(),
             grouping: self.grouping,
             rate: self.rate.clone(),
+            shared_rate: self.shared_rate.clone(),
             delay: self.delay,
             captcha_unlock: self.captcha_unlock,
             fail_open: self.fail_open,
@@ -86,6 +88,7 @@ impl<St> fmt::Debug for Config<St> {
             .field("identifier", &self.identifier)
             .field("grouping", &self.grouping)
             .field("rate", &self.rate)
+            .field("shared_rate", &self.shared_rate.as_ref().map(|(q, _)| q))
             .field("delay", &self.delay)
             .field("captcha_unlock", &self.captcha_unlock)
             .field("fail_open", &self.fail_open)
@@ -189,6 +192,7 @@ impl<St: AttemptStore> LockoutLayer<St> {
                 identifier: None,
                 grouping: IpGrouping::default(),
                 rate: None,
+                shared_rate: None,
                 delay: None,
                 captcha_unlock: false,
                 fail_open: false,
@@ -276,6 +280,19 @@ impl<St, R> LockoutLayer<St, R> {
             rate,
             Arc::clone(&self.config.clock),
         )));
+        self
+    }
+
+    /// Limits every client address (grouped) to `rate` across every
+    /// instance sharing `store` (a distributed GCRA, e.g.
+    /// `portcullis_redis::RedisRateLimitStore`; seed 003: "use Redis for
+    /// distributed rate limiting"). Over it, `429 rate_limited` with
+    /// `Retry-After`; when the store fails, the request fails closed with
+    /// `503` (or passes, with [`insecure_fail_open`](Self::insecure_fail_open)). Checked after
+    /// the in-process limit of [`with_rate_limit`](Self::with_rate_limit),
+    /// which can stay in front as a cheap first line.
+    pub fn with_shared_rate_limit(mut self, rate: RateLimit, store: impl RateLimitStore) -> Self {
+        self.config.shared_rate = Some((rate.to_quota(), BoxRateLimitStore::new(store)));
         self
     }
 

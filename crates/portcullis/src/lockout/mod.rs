@@ -6,8 +6,11 @@
 //! credential. For every request it:
 //!
 //! 1. refuses addresses on the block list: `403 ip_blocked`;
-//! 2. applies the per-address rate limit (governor GCRA): `429
-//!    rate_limited` with `Retry-After`;
+//! 2. applies the per-address rate limit (governor GCRA in this process,
+//!    and/or a GCRA shared by every instance through a
+//!    [`RateLimitStore`](portcullis_core::RateLimitStore) such as Redis,
+//!    [`LockoutLayer::with_shared_rate_limit`]): `429 rate_limited` with
+//!    `Retry-After`;
 //! 3. reads the submitted identifier (a header or a form / JSON body field,
 //!    see [`IdentifierSource`]) and canonicalises it
 //!    ([`canonical_identifier`]: trim, NFKC, lowercase);

@@ -11,7 +11,7 @@ use governor::clock::Clock as GovernorClock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
-use portcullis_core::SharedClock;
+use portcullis_core::{RateQuota, SharedClock};
 
 use crate::ConfigError;
 
@@ -86,6 +86,16 @@ impl RateLimit {
     pub fn with_max_tracked_ips(mut self, n: usize) -> Self {
         self.max_tracked = n.max(1);
         self
+    }
+
+    /// The same rate as a [`RateQuota`], for a shared
+    /// [`RateLimitStore`](portcullis_core::RateLimitStore).
+    #[must_use]
+    pub fn to_quota(&self) -> RateQuota {
+        RateQuota::new(
+            self.quota.replenish_interval(),
+            self.quota.burst_size().get(),
+        )
     }
 
     fn from_quota(quota: Quota) -> Self {

@@ -31,7 +31,8 @@ use http_body::Body;
 use portcullis_core::{
     Admission, AttemptCounts, AttemptKey, AttemptPolicy, AttemptStore, AuthOutcome,
     BlockListStore as _, CaptchaSolved, EventKind, EventLevel, FailureReason, FailureRecord, Lock,
-    Rejection, ResetScope, SecurityEvent, SharedClock, StoreError,
+    RateDecision, RateLimitStore as _, Rejection, ResetScope, SecurityEvent, SharedClock,
+    StoreError,
 };
 use tower_service::Service;
 
@@ -385,6 +386,22 @@ impl<St: AttemptStore, R> Flow<St, R> {
                     .with_retry_after(wait.max(Duration::from_secs(1)))
                     .with_detail("per-address rate limit");
                 if let Verdict::Reject(r) = self.reject_or_shadow(rejection, ctx) {
+                    return Verdict::Reject(r);
+                }
+            }
+            if let Some((quota, store)) = &config.shared_rate {
+                let key = format!("ip:{}", config.grouping.key(ip));
+                let verdict = match store.check(&key, quota, now).await {
+                    Ok(RateDecision::Allowed) => Verdict::Continue,
+                    Ok(RateDecision::Limited { retry_after }) => {
+                        let rejection = Rejection::new(FailureReason::RateLimited)
+                            .with_retry_after(retry_after.max(Duration::from_secs(1)))
+                            .with_detail("shared per-address rate limit");
+                        self.reject_or_shadow(rejection, ctx)
+                    }
+                    Err(err) => self.store_error(err, ctx),
+                };
+                if let Verdict::Reject(r) = verdict {
                     return Verdict::Reject(r);
                 }
             }

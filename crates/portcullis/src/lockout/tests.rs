@@ -889,3 +889,56 @@ fn debug_output_never_shows_identifiers() {
     let layer = LockoutLayer::new(MemoryAttemptStore::new(10));
     assert!(format!("{layer:?}").contains("LockoutLayer"));
 }
+
+/// A store that always fails, as a stopped backend does.
+struct DownRateStore;
+
+impl portcullis_core::RateLimitStore for DownRateStore {
+    async fn check(
+        &self,
+        _key: &str,
+        _quota: &portcullis_core::RateQuota,
+        _now: std::time::SystemTime,
+    ) -> Result<portcullis_core::RateDecision, portcullis_core::StoreError> {
+        Err(portcullis_core::StoreError::new(
+            portcullis_core::StoreErrorKind::Unavailable,
+            "backend down",
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_shared_rate_limit_spans_instances_and_fails_closed() {
+    let clock = clock();
+    let shared = Arc::new(portcullis_core::MemoryRateLimitStore::new(1000));
+    let rate = RateLimit::per_minute(3).unwrap();
+    let login = Login::new();
+    // Two instances with their own attempt stores, one shared budget.
+    let a = layer(&clock)
+        .with_shared_rate_limit(rate, Arc::clone(&shared))
+        .layer(login.service());
+    let b = layer(&clock)
+        .with_shared_rate_limit(rate, Arc::clone(&shared))
+        .layer(login.service());
+    for (i, svc) in [&a, &b, &a].into_iter().enumerate() {
+        let res = send(svc, attempt(&format!("user{i}"), "wrong", "198.51.100.7")).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = send(&b, attempt("user9", "wrong", "198.51.100.7")).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(reason(&res), Some(FailureReason::RateLimited));
+    assert_eq!(res.headers()["retry-after"], "20");
+    let res = send(&a, attempt("user9", "wrong", "198.51.100.8")).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::UNAUTHORIZED,
+        "another address has its own budget"
+    );
+
+    let down = layer(&clock)
+        .with_shared_rate_limit(rate, DownRateStore)
+        .layer(login.service());
+    let res = send(&down, attempt("alice", PASSWORD, "192.0.2.1")).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reason(&res), Some(FailureReason::UpstreamUnavailable));
+}
