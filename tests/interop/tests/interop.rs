@@ -18,7 +18,10 @@
 //! - `lockout`, `captcha`: `LockoutLayer` and `CaptchaLayer` on a login
 //!   route, with a fake siteverify server answering like each provider;
 //! - `breaker`: the JWKS client behind `CircuitBreakerLayer` while the JWKS
-//!   server fails.
+//!   server fails;
+//! - `shared_state`: two app instances sharing Redis or PostgreSQL (lockout
+//!   across instances, logout propagation, 200 concurrent failures) and the
+//!   backend cut mid-run through `fault_proxy`.
 
 #[path = "interop/api_key.rs"]
 mod api_key;
@@ -34,10 +37,14 @@ mod common;
 mod csrf;
 #[path = "interop/csrf_browser.rs"]
 mod csrf_browser;
+#[path = "interop/fault_proxy.rs"]
+mod fault_proxy;
 #[path = "interop/jwks.rs"]
 mod jwks;
 #[path = "interop/lockout.rs"]
 mod lockout;
+#[path = "interop/shared_state.rs"]
+mod shared_state;
 #[path = "interop/axum.rs"]
 mod with_axum;
 #[path = "interop/hyper.rs"]
