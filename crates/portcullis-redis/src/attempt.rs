@@ -35,7 +35,7 @@ if ARGV[3] == 'del' then
 else
   local ttl = tonumber(ARGV[5])
   if ttl > 0 then
-    redis.call('SET', KEYS[1], ARGV[4], 'PX', ttl)
+    redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5])
   else
     redis.call('SET', KEYS[1], ARGV[4])
   end

@@ -70,7 +70,7 @@
 //!
 //! | store | operation | how |
 //! | --- | --- | --- |
-//! | [`RedisRevocationStore`] | `revoke_token` | one script: set if absent (or past its expiry), else keep the later expiry; exactly one concurrent caller gets `true` |
+//! | [`RedisRevocationStore`] | `revoke_token` | one script, `SET … PX <remaining life>` if absent (or past its expiry by the store's clock), else keep the later expiry: `SET NX` semantics, exactly one concurrent caller gets `true`; no key when the expiry has passed |
 //! | | `revoke_family`, `revoke_subject` | one script each: expiry, watermark and retention only move forward |
 //! | | `is_revoked` | one pipeline of up to three `GET`s (a read needs no cross-key atomicity) |
 //! | [`RedisApiKeyStore`] | `create` | one script on the record and the index (same hash tag): refuses an existing id |
@@ -82,6 +82,16 @@
 //! | | `revoke_session` | index read, then a session-checked delete per token (see the type's docs for consistency) |
 //! | [`RedisAuditSink`] | `write_batch` | `XADD … MAXLEN ~` per record in `MULTI` transactions of 500 |
 //! | [`RedisRateLimitStore`] | `check` | one script mirroring `gcra_step` in integer milliseconds |
+//!
+//! # Cluster
+//!
+//! The layout is cluster-ready: every script and transaction touches one
+//! key or keys of one hash tag. The client is a single-server
+//! [`ConnectionManager`](redis::aio::ConnectionManager), though (a server,
+//! a replica set behind a proxy, or a cluster proxy); the operator listings
+//! that `SCAN` ([`RedisAttemptStore`]'s `locked`/`hottest`,
+//! [`RedisCsrfTokenStore`]'s `purge_expired`) see one node. All API keys
+//! share one hash tag (`{k}`), hence one slot.
 //!
 //! Stores that judge "now" themselves ([`RedisRevocationStore`],
 //! [`RedisApiKeyStore::list`](portcullis_core::ApiKeyStore::list),
@@ -123,3 +133,8 @@ pub use revocation::RedisRevocationStore;
 /// The Redis client this crate is built on.
 #[doc(inline)]
 pub use redis;
+
+/// The README's example, compiled as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

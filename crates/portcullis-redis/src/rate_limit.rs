@@ -33,7 +33,7 @@ local allow_at = tat - tolerance
 if allow_at < 0 then allow_at = 0 end
 if allow_at > now then return {0, allow_at - now} end
 local new_tat = tat + period
-redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', new_tat - now)
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', string.format('%d', new_tat - now))
 return {1, 0}
 ",
     )

@@ -26,7 +26,7 @@ if cur then
   local cur_exp = tonumber(cur)
   if cur_exp and cur_exp > now then
     if exp > cur_exp then
-      redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+      redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
     end
     return 0
   end
@@ -35,7 +35,7 @@ if ttl <= 0 then
   if cur then return 0 end
   return 1
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 ",
     )
@@ -50,7 +50,7 @@ local ttl = tonumber(ARGV[2])
 if ttl <= 0 then return 0 end
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 if cur >= exp then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 ",
     )
@@ -76,7 +76,7 @@ if ttl <= 0 then
   if cur then redis.call('DEL', KEYS[1]) end
   return 0
 end
-redis.call('SET', KEYS[1], string.format('%d:%d', mark, untl), 'PX', ttl)
+redis.call('SET', KEYS[1], string.format('%d:%d', mark, untl), 'PX', string.format('%d', ttl))
 return 1
 ",
     )

@@ -523,3 +523,46 @@ async fn debug_and_errors_hide_the_url_password() {
         .unwrap_err();
     assert!(!format!("{err:?}").contains("hunter2"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_times_and_quotas_do_not_break_the_scripts() {
+    let Some((backend, mut raw, prefix)) = setup("extremes").await else {
+        return;
+    };
+    let now = SystemTime::now();
+    let far = now + Duration::from_secs(10_000 * 365 * 24 * 3600);
+    let revocations = backend.revocations();
+    assert!(revocations.revoke_token("far", far).await.unwrap());
+    assert!(!revocations.revoke_token("far", far).await.unwrap());
+    assert!(revocations.is_revoked(&token("far")).await.unwrap());
+    revocations.revoke_family("far", far).await.unwrap();
+    revocations.revoke_subject("far", now, far).await.unwrap();
+    revocations.revoke_subject("far", far, far).await.unwrap();
+
+    let huge = RateQuota::new(Duration::from_secs(u64::MAX / 4), u32::MAX);
+    let limiter = backend.rate_limit();
+    assert_eq!(
+        limiter.check("huge", &huge, now).await.unwrap(),
+        portcullis_core::RateDecision::Allowed
+    );
+    let tiny = RateQuota::new(Duration::ZERO, 0);
+    for _ in 0..3 {
+        limiter.check("tiny", &tiny, now).await.unwrap();
+    }
+    let epoch = SystemTime::UNIX_EPOCH;
+    limiter.check("epoch", &tiny, epoch).await.unwrap();
+
+    let attempts = backend.attempts();
+    let key = AttemptKey::Ip("192.0.2.9".parse().unwrap());
+    attempts.lock(&key, Lock::Until(far), now).await.unwrap();
+    assert!(
+        attempts
+            .status(&key, Duration::from_secs(60), now)
+            .await
+            .unwrap()
+            .unwrap()
+            .lock
+            .is_some()
+    );
+    delete_all(&mut raw, &prefix).await;
+}
