@@ -1,7 +1,9 @@
 //! [`AttemptStore`] on Redis: the shared [`AttemptState`] machine applied
 //! with a compare-and-set script on its encoded text.
 
+use std::collections::hash_map::RandomState;
 use std::fmt;
+use std::hash::BuildHasher;
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
 
@@ -63,9 +65,13 @@ const SCAN_COUNT: usize = 500;
 /// Every write loads the state, applies the [`AttemptState`] method in Rust
 /// and stores the result with a compare-and-set script that succeeds only
 /// if the key still holds what was loaded; otherwise it retries from the
-/// current value, at most [`MAX_CAS_ATTEMPTS`] times
-/// ([`StoreErrorKind::Conflict`] after that). So the lockout rules exist
-/// once, in `portcullis-core`, and every update is atomic per key.
+/// current value (after a short random back-off from the second retry
+/// on), at most [`MAX_CAS_ATTEMPTS`] times ([`StoreErrorKind::Conflict`]
+/// after that). So the lockout rules exist once, in `portcullis-core`, and
+/// every update is atomic per key. Within one process, updates of one key
+/// also take a striped async lock, so concurrent requests of one instance
+/// queue instead of invalidating each other's compare-and-set: retries
+/// only happen between instances.
 ///
 /// [`locked`](AttemptStore::locked) and [`hottest`](AttemptStore::hottest)
 /// are operator listings: they `SCAN` every attempt key of the kind, which
@@ -140,8 +146,12 @@ impl RedisAttemptStore {
         let redis_key = self.key(key);
         self.backend
             .run(async {
+                let _serialised = self.backend.key_lock(&redis_key).lock().await;
                 let mut current = self.load(&redis_key).await?;
-                for _ in 0..MAX_CAS_ATTEMPTS {
+                for attempt in 0..MAX_CAS_ATTEMPTS {
+                    if attempt > 0 {
+                        backoff(attempt).await;
+                    }
                     if current.is_none() && !create {
                         return Ok(None);
                     }
@@ -244,6 +254,20 @@ impl RedisAttemptStore {
             cursor = next;
         }
     }
+}
+
+/// Waits before retry `attempt` (1-based) of a contended update: the
+/// first retry at once, then a random delay of up to 2^attempt ms (at most
+/// 32 ms), so that many writers on one key spread out instead of retrying
+/// in lockstep (each round lets one of them through).
+async fn backoff(attempt: usize) {
+    if attempt < 2 {
+        return;
+    }
+    let cap_ms = 1u64 << attempt.min(5);
+    // A fresh RandomState is randomly keyed: enough jitter, no RNG crate.
+    let jitter = RandomState::new().hash_one(attempt) % (cap_ms * 1000);
+    tokio::time::sleep(Duration::from_micros(jitter)).await;
 }
 
 /// The TTL for `state` at `now` in milliseconds; 0 for none (locked until

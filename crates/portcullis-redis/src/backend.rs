@@ -1,7 +1,9 @@
 //! The connection, its timeouts, key naming and error mapping.
 
+use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::future::Future;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -109,6 +111,8 @@ impl RedisBackendBuilder {
                 manager,
                 prefix: self.prefix.clone(),
                 operation_timeout: self.operation_timeout,
+                stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+                hasher: RandomState::new(),
             }),
         }
     }
@@ -161,7 +165,14 @@ struct Shared {
     manager: ConnectionManager,
     prefix: String,
     operation_timeout: Duration,
+    /// Striped locks serialising read-modify-write updates of one key
+    /// within this process (see [`RedisBackend::key_lock`]).
+    stripes: Box<[tokio::sync::Mutex<()>]>,
+    hasher: RandomState,
 }
+
+/// Lock stripes per backend.
+const STRIPES: usize = 256;
 
 impl fmt::Debug for RedisBackend {
     // Not the manager's Debug: it prints the connection info.
@@ -312,6 +323,18 @@ impl RedisBackend {
         let mut conn = self.conn();
         self.run(async move { invocation.invoke_async(&mut conn).await.map_err(map_error) })
             .await
+    }
+
+    /// The in-process lock for read-modify-write updates of `key`.
+    ///
+    /// Compare-and-set stays the cross-process guarantee; the lock only
+    /// keeps this process's writers to one key from racing each other, so
+    /// that a burst of updates to one key costs one round of retries per
+    /// *instance*, not per request.
+    pub(crate) fn key_lock(&self, key: &str) -> &tokio::sync::Mutex<()> {
+        let hash = self.inner.hasher.hash_one(key);
+        let index = usize::try_from(hash % STRIPES as u64).unwrap_or(0);
+        &self.inner.stripes[index]
     }
 
     /// `prefix:kind:{tag}` with `tag` escaped.

@@ -566,3 +566,45 @@ async fn extreme_times_and_quotas_do_not_break_the_scripts() {
     );
     delete_all(&mut raw, &prefix).await;
 }
+
+/// SECURITY.md's lockout atomicity check at k = 1000 across replicas: four
+/// instances (four backends, as four processes would have) record 1000
+/// concurrent failures on one account; every one is counted exactly once
+/// and none fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_concurrent_failures_from_four_instances_count_exactly() {
+    let Some((_, mut raw, prefix)) = setup("burst").await else {
+        return;
+    };
+    let url = std::env::var(VAR).unwrap();
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        let backend = RedisBackend::connect(url.clone(), prefix.clone())
+            .await
+            .unwrap();
+        stores.push(Arc::new(backend.attempts()));
+    }
+    let policy = Arc::new(
+        AttemptPolicy::new(100_000, Duration::from_secs(300), Duration::from_secs(1800))
+            .with_max_consecutive(None),
+    );
+    let key = AttemptKey::Account("burst".into());
+    let now = SystemTime::now();
+    let handles: Vec<_> = (0..1000)
+        .map(|i| {
+            let (store, policy, key) =
+                (Arc::clone(&stores[i % 4]), Arc::clone(&policy), key.clone());
+            tokio::spawn(async move { store.record_failure(&key, &policy, false, now).await })
+        })
+        .collect();
+    for handle in handles {
+        handle.await.unwrap().unwrap();
+    }
+    let status = stores[0]
+        .status(&key, Duration::from_secs(300), now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.consecutive, 1000);
+    delete_all(&mut raw, &prefix).await;
+}
