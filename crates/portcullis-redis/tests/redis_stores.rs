@@ -78,6 +78,8 @@ async fn cached_store_sees_remote_revocations_within_max_staleness() {
         return;
     };
     let bound = Duration::from_millis(500);
+    // One fixed token (`iat` is part of the cached question).
+    let remote = token("jti-remote");
     let cached = CachedRevocationStore::new(backend.revocations()).with_max_staleness(bound);
     // A second instance on the same Redis and prefix.
     let url = std::env::var(VAR).unwrap();
@@ -86,7 +88,7 @@ async fn cached_store_sees_remote_revocations_within_max_staleness() {
         .unwrap()
         .revocations();
 
-    assert!(!cached.is_revoked(&token("jti-remote")).await.unwrap());
+    assert!(!cached.is_revoked(&remote).await.unwrap());
     let cached_at = Instant::now();
     assert!(
         other
@@ -94,29 +96,38 @@ async fn cached_store_sees_remote_revocations_within_max_staleness() {
             .await
             .unwrap()
     );
-    // The negative answer is still fresh: the cache answers from it.
-    let stale = cached.is_revoked(&token("jti-remote")).await.unwrap();
-    if cached_at.elapsed() < bound / 2 {
-        assert!(!stale, "the fresh negative entry answers");
-    }
-    // ...and then the revocation shows, within the bound.
+    // Poll: while the negative entry is fresh the cache answers from it
+    // (not revoked); after at most `bound` the revocation shows.
+    let mut polls = Vec::new();
     let seen_after = loop {
-        if cached.is_revoked(&token("jti-remote")).await.unwrap() {
-            break cached_at.elapsed();
+        let revoked = cached.is_revoked(&remote).await.unwrap();
+        let at = cached_at.elapsed();
+        polls.push((at, revoked));
+        if revoked {
+            break at;
         }
         assert!(
-            cached_at.elapsed() < bound + Duration::from_secs(1),
-            "revocation not seen within max_staleness"
+            at < bound + Duration::from_secs(1),
+            "revocation not seen within max_staleness: {polls:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    let early = bound * 8 / 10;
+    assert!(
+        polls.iter().all(|&(at, revoked)| at >= early || !revoked),
+        "seen before the negative entry expired: {polls:?}"
+    );
+    assert!(
+        polls.iter().any(|&(at, revoked)| at < early && !revoked) || polls[0].0 >= early,
+        "the fresh negative entry answered: {polls:?}"
+    );
     assert!(
         seen_after <= bound + Duration::from_millis(300),
-        "{seen_after:?}"
+        "{seen_after:?}: {polls:?}"
     );
     // Positive answers stay, even once Redis forgets the entry.
     delete_all(&mut raw, &prefix).await;
-    assert!(cached.is_revoked(&token("jti-remote")).await.unwrap());
+    assert!(cached.is_revoked(&remote).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
