@@ -467,20 +467,27 @@ fn timeout_error() -> StoreError {
     StoreError::new(StoreErrorKind::Timeout, "Redis did not answer in time")
 }
 
-/// Maps a client error to a [`StoreError`], keeping it as the source.
+/// Maps a client error to a [`StoreError`], keeping it as the source —
+/// except for replies that could not be decoded: the client's message for
+/// those quotes the reply (a stored value, which may hold a session id or
+/// a digest), so it is dropped.
 ///
-/// Redis errors carry no argument values (keys and values are never part
-/// of their text), so keeping them as the source leaks nothing.
+/// Other Redis errors carry no argument values (keys and values are never
+/// part of their text), so keeping them as the source leaks nothing.
 pub(crate) fn map_error(error: RedisError) -> StoreError {
+    if matches!(
+        error.kind(),
+        ErrorKind::Parse | ErrorKind::UnexpectedReturnType
+    ) && !error.is_io_error()
+    {
+        return corrupt("unexpected reply from Redis");
+    }
     let (kind, message) = if error.is_timeout() {
         (StoreErrorKind::Timeout, "Redis did not answer in time")
     } else if error.is_io_error() || error.is_connection_dropped() {
         (StoreErrorKind::Unavailable, "Redis is unreachable")
     } else {
         match error.kind() {
-            ErrorKind::Parse | ErrorKind::UnexpectedReturnType => {
-                (StoreErrorKind::Corrupt, "unexpected reply from Redis")
-            }
             ErrorKind::Server(ServerErrorKind::ResponseError | ServerErrorKind::ExecAbort)
             | ErrorKind::Extension => (StoreErrorKind::Unavailable, "Redis refused the operation"),
             _ => (StoreErrorKind::Unavailable, "Redis is unavailable"),

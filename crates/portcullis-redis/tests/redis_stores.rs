@@ -358,6 +358,22 @@ async fn corrupt_values_are_corrupt_errors_not_panics() {
     let err = backend.api_keys().lookup("key1").await;
     assert_eq!(err.unwrap_err().kind(), corrupt);
 
+    // An undecodable reply is Corrupt, and the error does not quote it.
+    let () = redis::cmd("SET")
+        .arg(format!("{prefix}:ct:{{{}}}", "07".repeat(32)))
+        .arg(b"\xff1:secret-session".as_slice())
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let err = backend
+        .csrf_tokens()
+        .validate("s", &digest)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), corrupt);
+    let shown = format!("{err:?} {err}");
+    assert!(!shown.contains("secret"), "{shown}");
+
     // A key of the wrong type is a refusal, not a panic.
     let () = redis::cmd("HSET")
         .arg(format!("{prefix}:rt:{{hash}}"))
