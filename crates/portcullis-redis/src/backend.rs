@@ -524,6 +524,30 @@ mod tests {
     }
 
     #[test]
+    fn errors_map_to_store_error_kinds() {
+        use std::io;
+        let io = |kind| map_error(RedisError::from(io::Error::from(kind))).kind();
+        assert_eq!(io(io::ErrorKind::TimedOut), StoreErrorKind::Timeout);
+        assert_eq!(
+            io(io::ErrorKind::ConnectionRefused),
+            StoreErrorKind::Unavailable
+        );
+        assert_eq!(io(io::ErrorKind::BrokenPipe), StoreErrorKind::Unavailable);
+        let general = |kind| map_error(RedisError::from((kind, "detail"))).kind();
+        assert_eq!(general(ErrorKind::Parse), StoreErrorKind::Corrupt);
+        assert_eq!(
+            general(ErrorKind::UnexpectedReturnType),
+            StoreErrorKind::Corrupt
+        );
+        assert_eq!(
+            general(ErrorKind::AuthenticationFailed),
+            StoreErrorKind::Unavailable
+        );
+        let corrupt = map_error(RedisError::from((ErrorKind::Parse, "value was secret")));
+        assert!(std::error::Error::source(&corrupt).is_none());
+    }
+
+    #[test]
     fn hex_round_trips() {
         let bytes = [0u8, 1, 0xab, 0xff];
         assert_eq!(to_hex(&bytes), "0001abff");

@@ -34,7 +34,11 @@ const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 ///   instance is seen here immediately.
 /// - At most [`capacity`](Self::with_capacity) answers of each kind are
 ///   kept (default 100 000); token references longer than 1 KiB are not
-///   cached.
+///   cached. An entry costs its key (token id, family and subject, usually
+///   100–200 bytes) plus the cache's own overhead (a few hundred bytes).
+///   In practice the negative cache holds the distinct tokens seen in the
+///   last `max_staleness`, and the positive cache the revoked tokens still
+///   being presented.
 ///
 /// ```no_run
 /// use portcullis_redis::{CachedRevocationStore, RedisBackend};
