@@ -74,7 +74,9 @@ const RETRIES: usize = 3;
 /// deletes the row when the state is blank); SQLite does the same inside
 /// `BEGIN IMMEDIATE`. Operations that do nothing to an unknown key
 /// (`status`, `begin` without a reservation, `record_success`, `release`,
-/// `unlock`) never insert one.
+/// `unlock`) never insert one. A stored state that does not decode is
+/// [`StoreErrorKind::Corrupt`] for every operation but `unlock`, which
+/// replaces it (an operator's way to clear it).
 ///
 /// Each `record_failure` and `record_success` also appends a row to seed
 /// 003's `login_attempts` history, in the same transaction; see
@@ -196,6 +198,9 @@ struct Write {
     insert: bool,
     /// Append a history row: `Some(success)`.
     history: Option<bool>,
+    /// Apply the method to a blank state when the stored one is corrupt
+    /// (`unlock` only), instead of failing.
+    reset_corrupt: bool,
 }
 
 impl SqlAttemptStore {
@@ -253,13 +258,14 @@ impl SqlAttemptStore {
     }
 
     /// Opens a transaction holding `key`'s row (inserting a blank one first
-    /// when `insert`) and returns its state, `None` for an unknown key.
+    /// when `insert`) and returns its encoded state, `None` for an unknown
+    /// key.
     async fn lock_row(
         &self,
         stored: &str,
         kind: &str,
         insert: bool,
-    ) -> Result<(Tx, Option<AttemptState>)> {
+    ) -> Result<(Tx, Option<String>)> {
         let select = match self.db.dialect() {
             #[cfg(feature = "postgres")]
             Dialect::Postgres => SELECT_STATE_FOR_UPDATE,
@@ -278,7 +284,7 @@ impl SqlAttemptStore {
             }
             let rows = tx.fetch(select, &[Arg::Text(stored)]).await?;
             match rows.first() {
-                Some(row) => return Ok((tx, Some(decode(row, 0)?))),
+                Some(row) => return Ok((tx, Some(row.text(0)?))),
                 // The row we saw was deleted by a writer we waited for:
                 // start again, inserting afresh.
                 None if insert => {}
@@ -305,7 +311,15 @@ impl SqlAttemptStore {
         let storage_key = key.storage_key();
         let stored = escape(&storage_key);
         let kind = key.kind().as_str();
-        let (mut tx, state) = self.lock_row(&stored, kind, write.insert).await?;
+        let (mut tx, encoded) = self.lock_row(&stored, kind, write.insert).await?;
+        let state = match encoded.as_deref().map(AttemptState::decode) {
+            None => None,
+            Some(Ok(state)) => Some(state),
+            // Unlocking forgets the state anyway: it is how an operator
+            // clears a row that no longer decodes.
+            Some(Err(_)) if write.reset_corrupt => Some(AttemptState::default()),
+            Some(Err(e)) => return Err(e.into()),
+        };
         if let Some(success) = write.history {
             let account = key.account().map(escape).unwrap_or_default();
             let ip = key.ip().map(|ip| ip.to_string()).unwrap_or_default();
@@ -360,6 +374,7 @@ impl SqlAttemptStore {
         let write = Write {
             insert: true,
             history,
+            reset_corrupt: false,
         };
         self.apply(key, now, write, op)
             .await?
@@ -370,6 +385,7 @@ impl SqlAttemptStore {
 const EXISTING: Write = Write {
     insert: false,
     history: None,
+    reset_corrupt: false,
 };
 
 impl AttemptStore for SqlAttemptStore {
@@ -426,6 +442,7 @@ impl AttemptStore for SqlAttemptStore {
         let write = Write {
             insert: false,
             history: Some(true),
+            reset_corrupt: false,
         };
         self.db
             .run("could not record the successful attempt", async {
@@ -470,8 +487,12 @@ impl AttemptStore for SqlAttemptStore {
     async fn unlock(&self, key: &AttemptKey, now: SystemTime) -> Result<Option<Lock>, StoreError> {
         self.db
             .run("could not unlock the key", async {
+                let write = Write {
+                    reset_corrupt: true,
+                    ..EXISTING
+                };
                 Ok(self
-                    .apply(key, now, EXISTING, |s| s.unlock(now))
+                    .apply(key, now, write, |s| s.unlock(now))
                     .await?
                     .flatten())
             })

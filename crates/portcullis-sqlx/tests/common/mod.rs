@@ -92,3 +92,33 @@ async fn drop_stale_schemas(conn: &mut portcullis_sqlx::sqlx::PgConnection) {
         }
     }
 }
+
+/// Defines module `$name` with one `#[tokio::test]` per engine, each
+/// running `$body` with `$backend` bound to a fresh backend of that engine
+/// (the PostgreSQL one skips visibly without a server, fails in CI).
+macro_rules! on_both_engines {
+    ($name:ident, |$backend:ident| $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[cfg(feature = "sqlite")]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let $backend = crate::common::sqlite().await;
+                $body
+            }
+
+            #[cfg(feature = "postgres")]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let case = concat!(stringify!($name), "::postgres");
+                if portcullis_test::backend_url(crate::common::POSTGRES_URL, case).is_none() {
+                    return;
+                }
+                let $backend = crate::common::postgres().await;
+                $body
+            }
+        }
+    };
+}
