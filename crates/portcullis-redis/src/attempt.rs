@@ -19,7 +19,7 @@ use crate::backend::{RedisBackend, corrupt, millis, unescape};
 /// Compare-and-set on one key.
 ///
 /// ARGV: `expected` (`0` absent, `1` present), expected text, `op` (`set`,
-/// `del`), new text, TTL in ms (`0`: no TTL). Returns `{1}` when applied,
+/// `del`, or `none` to only compare), new text, TTL in ms (`0`: no TTL). Returns `{1}` when applied,
 /// `{0}` when the key is absent now, `{0, current}` when it holds another
 /// value.
 static COMPARE_AND_SET: LazyLock<Script> = LazyLock::new(|| {
@@ -32,7 +32,9 @@ if not matches then
   if cur then return {0, cur} end
   return {0}
 end
-if ARGV[3] == 'del' then
+if ARGV[3] == 'none' then
+  return {1}
+elseif ARGV[3] == 'del' then
   redis.call('DEL', KEYS[1])
 else
   local ttl = tonumber(ARGV[5])
@@ -71,7 +73,11 @@ const SCAN_COUNT: usize = 500;
 /// every update is atomic per key. Within one process, updates of one key
 /// also take a striped async lock, so concurrent requests of one instance
 /// queue instead of invalidating each other's compare-and-set: retries
-/// only happen between instances.
+/// only happen between instances. Under that lock the process remembers
+/// the value it last wrote for the key (16 384 keys per backend at most)
+/// and uses it instead of a `GET`; the compare-and-set checks it, so an
+/// update is usually one round trip and a stale memory (another instance
+/// wrote, or the TTL ran out) costs one retry, never a wrong answer.
 ///
 /// [`locked`](AttemptStore::locked) and [`hottest`](AttemptStore::hottest)
 /// are operator listings: they `SCAN` every attempt key of the kind, which
@@ -136,6 +142,12 @@ impl RedisAttemptStore {
     /// stores the result atomically, retrying under contention. When the
     /// key is absent and `create` is false, `op` is not applied and `None`
     /// is returned.
+    ///
+    /// The value this process last saw for the key, when remembered,
+    /// stands in for the `GET`: the compare-and-set verifies it (and an
+    /// unchanged state is verified with a compare-only call), so a stale
+    /// memory costs one retry, never a wrong answer. In the common case an
+    /// update is one round trip.
     async fn update<R>(
         &self,
         key: &AttemptKey,
@@ -146,13 +158,26 @@ impl RedisAttemptStore {
         let redis_key = self.key(key);
         self.backend
             .run(async {
-                let _serialised = self.backend.key_lock(&redis_key).lock().await;
-                let mut current = self.load(&redis_key).await?;
+                let mut slot = self.backend.key_slot(&redis_key).lock().await;
+                let remembered = match slot.get(&redis_key) {
+                    Some(Some(text)) => AttemptState::decode(text)
+                        .ok()
+                        .map(|state| Some((text.clone(), state))),
+                    // "Absent" is only worth trusting where the
+                    // compare-and-set will check it: when creating.
+                    Some(None) if create => Some(None),
+                    _ => None,
+                };
+                let (mut current, mut verified) = match remembered {
+                    Some(current) => (current, false),
+                    None => (self.load(&redis_key).await?, true),
+                };
                 for attempt in 0..MAX_CAS_ATTEMPTS {
                     if attempt > 0 {
                         backoff(attempt).await;
                     }
                     if current.is_none() && !create {
+                        slot.remember(&redis_key, None);
                         return Ok(None);
                     }
                     let mut state = current.as_ref().map(|(_, s)| s.clone()).unwrap_or_default();
@@ -175,7 +200,8 @@ impl RedisAttemptStore {
                         }
                     };
                     let (op_name, new_text, ttl) = match &write {
-                        Write::Keep => return Ok(Some(out)),
+                        Write::Keep if verified => return Ok(Some(out)),
+                        Write::Keep => ("none", "", 0),
                         Write::Set(text, ttl) => ("set", text.as_str(), *ttl),
                         Write::Delete => ("del", "", 0),
                     };
@@ -185,12 +211,25 @@ impl RedisAttemptStore {
                         None => invocation.arg("0").arg(""),
                     };
                     invocation.arg(op_name).arg(new_text).arg(ttl);
-                    let reply: Vec<Value> = invocation
-                        .invoke_async(&mut self.backend.conn())
-                        .await
-                        .map_err(crate::backend::map_error)?;
+                    let reply: Vec<Value> =
+                        match invocation.invoke_async(&mut self.backend.conn()).await {
+                            Ok(reply) => reply,
+                            Err(error) => {
+                                // It may or may not have been applied.
+                                slot.forget(&redis_key);
+                                return Err(crate::backend::map_error(error));
+                            }
+                        };
                     match reply.as_slice() {
-                        [Value::Int(1)] => return Ok(Some(out)),
+                        [Value::Int(1)] => {
+                            let stored = match write {
+                                Write::Keep => current.map(|(text, _)| text),
+                                Write::Set(text, _) => Some(text),
+                                Write::Delete => None,
+                            };
+                            slot.remember(&redis_key, stored);
+                            return Ok(Some(out));
+                        }
                         [Value::Int(0)] => current = None,
                         [Value::Int(0), value] => {
                             let text: String = redis::from_redis_value_ref(value)
@@ -200,7 +239,9 @@ impl RedisAttemptStore {
                         }
                         _ => return Err(corrupt("unexpected reply from the attempt script")),
                     }
+                    verified = true;
                 }
+                slot.forget(&redis_key);
                 Err(StoreError::new(
                     StoreErrorKind::Conflict,
                     "attempt counter is too contended",

@@ -1,5 +1,6 @@
 //! The connection, its timeouts, key naming and error mapping.
 
+use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::future::Future;
@@ -111,7 +112,9 @@ impl RedisBackendBuilder {
                 manager,
                 prefix: self.prefix.clone(),
                 operation_timeout: self.operation_timeout,
-                stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+                stripes: (0..STRIPES)
+                    .map(|_| tokio::sync::Mutex::new(KeyCache::default()))
+                    .collect(),
                 hasher: RandomState::new(),
             }),
         }
@@ -166,13 +169,41 @@ struct Shared {
     prefix: String,
     operation_timeout: Duration,
     /// Striped locks serialising read-modify-write updates of one key
-    /// within this process (see [`RedisBackend::key_lock`]).
-    stripes: Box<[tokio::sync::Mutex<()>]>,
+    /// within this process, each guarding a small cache of last-known
+    /// values (see [`RedisBackend::key_slot`]).
+    stripes: Box<[tokio::sync::Mutex<KeyCache>]>,
     hasher: RandomState,
 }
 
 /// Lock stripes per backend.
 const STRIPES: usize = 256;
+
+/// Most values remembered per stripe (16 384 keys per backend).
+const STRIPE_CACHE: usize = 64;
+
+/// The last value this process wrote or read for some keys (`None`: the
+/// key was absent). Only ever used optimistically: every update built on
+/// it goes through a compare-and-set that checks it.
+#[derive(Debug, Default)]
+pub(crate) struct KeyCache(HashMap<String, Option<String>>);
+
+impl KeyCache {
+    pub(crate) fn get(&self, key: &str) -> Option<&Option<String>> {
+        self.0.get(key)
+    }
+
+    /// Remembers `value` for `key`, forgetting the whole stripe when full.
+    pub(crate) fn remember(&mut self, key: &str, value: Option<String>) {
+        if self.0.len() >= STRIPE_CACHE && !self.0.contains_key(key) {
+            self.0.clear();
+        }
+        self.0.insert(key.to_owned(), value);
+    }
+
+    pub(crate) fn forget(&mut self, key: &str) {
+        self.0.remove(key);
+    }
+}
 
 impl fmt::Debug for RedisBackend {
     // Not the manager's Debug: it prints the connection info.
@@ -325,13 +356,14 @@ impl RedisBackend {
             .await
     }
 
-    /// The in-process lock for read-modify-write updates of `key`.
+    /// The in-process lock (and last-value cache) for read-modify-write
+    /// updates of `key`.
     ///
     /// Compare-and-set stays the cross-process guarantee; the lock only
     /// keeps this process's writers to one key from racing each other, so
     /// that a burst of updates to one key costs one round of retries per
     /// *instance*, not per request.
-    pub(crate) fn key_lock(&self, key: &str) -> &tokio::sync::Mutex<()> {
+    pub(crate) fn key_slot(&self, key: &str) -> &tokio::sync::Mutex<KeyCache> {
         let hash = self.inner.hasher.hash_one(key);
         let index = usize::try_from(hash % STRIPES as u64).unwrap_or(0);
         &self.inner.stripes[index]

@@ -75,7 +75,7 @@
 //! | | `is_revoked` | one pipeline of up to three `GET`s (a read needs no cross-key atomicity) |
 //! | [`RedisApiKeyStore`] | `create` | one script on the record and the index (same hash tag): refuses an existing id |
 //! | | `revoke`, `expire`, `touch` | one script each: times only move earlier (later for `touch`) |
-//! | [`RedisAttemptStore`] | every write | load, apply the shared [`AttemptState`](portcullis_core::AttemptState) method, compare-and-set script; retried on contention |
+//! | [`RedisAttemptStore`] | every write | load (or the value this process last wrote), apply the shared [`AttemptState`](portcullis_core::AttemptState) method, compare-and-set script; retried on contention; one round trip in the common case |
 //! | | `locked`, `hottest` | `SCAN` of the kind's keys: O(keys), one node |
 //! | [`RedisBlockList`] | `block` / `unblock` / `find` | `HSET` / get-and-delete script / one `HMGET` of the covering networks |
 //! | [`RedisCsrfTokenStore`] | `issue`, `consume` | one script each on the token key; `consume` is compare-session-and-delete |

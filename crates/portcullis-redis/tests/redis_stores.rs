@@ -635,3 +635,67 @@ async fn a_thousand_concurrent_failures_from_four_instances_count_exactly() {
     assert_eq!(status.consecutive, 1000);
     delete_all(&mut raw, &prefix).await;
 }
+
+/// Each instance remembers the attempt states it last wrote; changes made
+/// meanwhile by another instance must still be seen (the compare-and-set
+/// catches the stale memory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempt_updates_see_other_instances_changes() {
+    let Some((a, mut raw, prefix)) = setup("stale_memory").await else {
+        return;
+    };
+    let url = std::env::var(VAR).unwrap();
+    let b = RedisBackend::connect(url, prefix.clone()).await.unwrap();
+    let (a, b) = (a.attempts(), b.attempts());
+    let policy = AttemptPolicy::new(10, Duration::from_secs(300), Duration::from_secs(600));
+    let key = AttemptKey::Account("shared".into());
+    let now = SystemTime::now();
+
+    a.record_failure(&key, &policy, false, now).await.unwrap();
+    a.record_failure(&key, &policy, false, now).await.unwrap();
+    b.record_success(&key, portcullis_core::ResetScope::Consecutive, false, now)
+        .await
+        .unwrap();
+    let record = a.record_failure(&key, &policy, false, now).await.unwrap();
+    assert_eq!(record.consecutive, 1, "b's reset is seen");
+    assert_eq!(record.failures, 3);
+
+    // a locks; b unlocks (the key is deleted); a must admit again.
+    a.lock(&key, Lock::UntilUnlocked, now).await.unwrap();
+    assert!(matches!(
+        a.begin(&key, &policy, false, now).await.unwrap(),
+        portcullis_core::Admission::Locked(_)
+    ));
+    assert_eq!(
+        b.unlock(&key, now).await.unwrap(),
+        Some(Lock::UntilUnlocked)
+    );
+    assert!(matches!(
+        a.begin(&key, &policy, true, now).await.unwrap(),
+        portcullis_core::Admission::Admitted { failures: 0, .. }
+    ));
+
+    // b fills the window while a still remembers a reservation only.
+    for _ in 0..10 {
+        b.record_failure(&key, &policy, false, now).await.unwrap();
+    }
+    assert!(matches!(
+        a.begin(&key, &policy, true, now).await.unwrap(),
+        portcullis_core::Admission::Locked(_)
+    ));
+    // Deleted behind a's back (as a TTL would): a success is a no-op, and
+    // a new failure starts from nothing.
+    delete_all(&mut raw, &prefix).await;
+    a.record_success(&key, portcullis_core::ResetScope::All, true, now)
+        .await
+        .unwrap();
+    assert!(
+        b.status(&key, Duration::from_secs(300), now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let record = a.record_failure(&key, &policy, false, now).await.unwrap();
+    assert_eq!((record.failures, record.consecutive), (1, 1));
+    delete_all(&mut raw, &prefix).await;
+}
