@@ -250,6 +250,34 @@ impl RedisAttemptStore {
             .await
     }
 
+    /// Deletes `key`'s state if (and only if) it still holds a value that
+    /// does not decode.
+    async fn clear_corrupt(&self, key: &AttemptKey) -> Result<(), StoreError> {
+        let redis_key = self.key(key);
+        let mut slot = self.backend.key_slot(&redis_key).lock().await;
+        slot.forget(&redis_key);
+        let text: Option<String> = self
+            .backend
+            .query(redis::cmd("GET").arg(&redis_key))
+            .await?;
+        let Some(text) = text.filter(|t| AttemptState::decode(t).is_err()) else {
+            return Ok(());
+        };
+        let _: Vec<Value> = self
+            .backend
+            .invoke(
+                COMPARE_AND_SET
+                    .key(&redis_key)
+                    .arg("1")
+                    .arg(text)
+                    .arg("del")
+                    .arg("")
+                    .arg(0),
+            )
+            .await?;
+        Ok(())
+    }
+
     async fn read(&self, key: &AttemptKey) -> Result<Option<AttemptState>, StoreError> {
         Ok(self.load(&self.key(key)).await?.map(|(_, s)| s))
     }
@@ -383,10 +411,17 @@ impl AttemptStore for RedisAttemptStore {
     }
 
     async fn unlock(&self, key: &AttemptKey, now: SystemTime) -> Result<Option<Lock>, StoreError> {
-        Ok(self
-            .update(key, now, false, |s| s.unlock(now))
-            .await?
-            .flatten())
+        match self.update(key, now, false, |s| s.unlock(now)).await {
+            Ok(lock) => Ok(lock.flatten()),
+            // An operator's way out of a corrupt counter: unlock forgets
+            // it (everything but live reservations would be forgotten
+            // anyway, and those cannot be read back).
+            Err(error) if error.kind() == StoreErrorKind::Corrupt => {
+                self.clear_corrupt(key).await?;
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     async fn locked(

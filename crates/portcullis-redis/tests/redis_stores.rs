@@ -316,6 +316,16 @@ async fn corrupt_values_are_corrupt_errors_not_panics() {
         .await;
     assert_eq!(err.unwrap_err().kind(), corrupt);
 
+    // An operator's unlock clears a corrupt counter.
+    assert_eq!(attempts.unlock(&key, now).await.unwrap(), None);
+    assert!(
+        attempts
+            .status(&key, Duration::from_secs(60), now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
     set(&mut raw, &format!("{prefix}:rl:{{k}}"), "soon").await;
     let err = backend
         .rate_limit()
