@@ -19,9 +19,9 @@ use crate::backend::{RedisBackend, corrupt, millis, unescape};
 /// Compare-and-set on one key.
 ///
 /// ARGV: `expected` (`0` absent, `1` present), expected text, `op` (`set`,
-/// `del`, or `none` to only compare), new text, TTL in ms (`0`: no TTL). Returns `{1}` when applied,
-/// `{0}` when the key is absent now, `{0, current}` when it holds another
-/// value.
+/// `del`, or `none` to only compare), new text, TTL in ms (`0`: no TTL).
+/// Returns `{1}` when applied, `{0}` when the key is absent now,
+/// `{0, current}` when it holds another value.
 static COMPARE_AND_SET: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
