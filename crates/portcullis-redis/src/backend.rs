@@ -216,8 +216,10 @@ impl fmt::Debug for RedisBackend {
 }
 
 impl RedisBackend {
-    /// A builder for `url` (`redis://[:password@]host:port[/db]`) whose keys
-    /// all start with `prefix:`.
+    /// A builder for `url` (`redis://[[user]:password@]host:port[/db]`, or
+    /// `redis+unix:///path`) whose keys all start with `prefix:`. TLS
+    /// (`rediss://`) needs one of the `redis` crate's TLS features, which
+    /// this crate does not enable.
     pub fn builder(url: impl Into<String>, prefix: impl Into<String>) -> RedisBackendBuilder {
         RedisBackendBuilder {
             url: url.into(),
