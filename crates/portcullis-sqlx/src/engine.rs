@@ -114,6 +114,8 @@ macro_rules! on_pool {
             }
             #[cfg(feature = "postgres")]
             Pools::Postgres($on) => {
+                // One pool serves reads and writes.
+                let _ = $writes;
                 let $q = bind_postgres(sqlx::query($sql), $args);
                 $body
             }

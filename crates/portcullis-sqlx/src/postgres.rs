@@ -2,9 +2,9 @@
 
 use std::fmt;
 
-use portcullis_core::StoreError;
-use sqlx::PgPool;
+use portcullis_core::{StoreError, StoreErrorKind};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::PoolSettings;
 use crate::backend::backend_methods;
@@ -95,6 +95,7 @@ impl PgBackend {
             ("statement_timeout", timeout_ms.as_str()),
             ("lock_timeout", timeout_ms.as_str()),
         ]);
+        probe(&options, &settings).await?;
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
@@ -121,4 +122,26 @@ impl PgBackend {
     }
 
     backend_methods!();
+}
+
+/// Opens and closes one connection, so that a server that refuses
+/// connections is reported as such ([`StoreErrorKind::Unavailable`]) at
+/// once: the pool would keep retrying until `acquire_timeout` and report
+/// only that it timed out.
+async fn probe(options: &PgConnectOptions, settings: &PoolSettings) -> Result<(), StoreError> {
+    const MESSAGE: &str = "could not connect to PostgreSQL";
+    match tokio::time::timeout(
+        settings.acquire_timeout,
+        PgConnection::connect_with(options),
+    )
+    .await
+    {
+        Ok(Ok(conn)) => {
+            // Only the handshake mattered; a failed goodbye is harmless.
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(from_sqlx(e, MESSAGE)),
+        Err(elapsed) => Err(StoreError::new(StoreErrorKind::Timeout, MESSAGE).with_source(elapsed)),
+    }
 }

@@ -1,6 +1,11 @@
 //! Fresh, isolated backends for the integration tests: a SQLite file in a
 //! unique temporary directory, or a unique PostgreSQL schema.
-#![allow(dead_code, clippy::unwrap_used, clippy::missing_panics_doc)]
+#![allow(
+    dead_code,
+    unused_macros,
+    clippy::unwrap_used,
+    clippy::missing_panics_doc
+)]
 
 use std::path::PathBuf;
 
