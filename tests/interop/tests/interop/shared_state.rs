@@ -33,6 +33,8 @@ use portcullis::core::{
 use portcullis::jwt::{JwtLayer, JwtVerifier};
 use portcullis::lockout::{IdentifierSource, LockoutLayer};
 use portcullis_redis::{CachedRevocationStore, RedisBackend};
+use portcullis_sqlx::sqlx::postgres::PgConnectOptions;
+use portcullis_sqlx::{PgBackend, PoolSettings};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -86,8 +88,39 @@ async fn connect(engine: Engine, case: &str, namespace: &str, url: &str) -> Shar
                 revocations: BoxRevocationStore::new(backend.revocations()),
             }
         }
-        Engine::Postgres => panic!("TEMPORARY: {case} {namespace} {url}"),
+        Engine::Postgres => {
+            let backend = connect_postgres(case, namespace, url).await;
+            Shared {
+                attempts: BoxAttemptStore::new(backend.attempts()),
+                revocations: BoxRevocationStore::new(backend.revocations()),
+            }
+        }
     }
+}
+
+/// A `PgBackend` whose tables live in schema `namespace` (created if
+/// absent), so that parallel tests never share rows.
+async fn connect_postgres(case: &str, namespace: &str, url: &str) -> PgBackend {
+    use portcullis_sqlx::sqlx::{self, Connection as _};
+    let options: PgConnectOptions = url
+        .parse()
+        .unwrap_or_else(|e| panic!("{case}: PostgreSQL URL: {e}"));
+    let mut conn = sqlx::PgConnection::connect_with(&options)
+        .await
+        .unwrap_or_else(|e| panic!("{case}: connect to PostgreSQL: {e}"));
+    // `namespace` is `unique_name` output: letters, digits and `_` only.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE SCHEMA IF NOT EXISTS \"{namespace}\""
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap_or_else(|e| panic!("{case}: create schema: {e}"));
+    let settings = PoolSettings::new()
+        .with_acquire_timeout(Duration::from_secs(1))
+        .with_operation_timeout(Duration::from_secs(1));
+    PgBackend::from_options_with(options.options([("search_path", namespace)]), settings)
+        .await
+        .unwrap_or_else(|e| panic!("{case}: PgBackend: {e}"))
 }
 
 #[derive(Deserialize)]
