@@ -20,6 +20,18 @@ fn token() -> TokenRef<'static> {
     }
 }
 
+/// An operator lock: one read-modify-write transaction.
+async fn lock_forever(attempts: &portcullis_sqlx::SqlAttemptStore) -> Result<(), StoreError> {
+    let key = portcullis_core::AttemptKey::Account("a".into());
+    attempts
+        .lock(
+            &key,
+            portcullis_core::Lock::UntilUnlocked,
+            SystemTime::now(),
+        )
+        .await
+}
+
 /// Runs `op`, asserting it fails within [`BOUND`] with one of `kinds`.
 async fn fails_fast<T: std::fmt::Debug>(
     what: &str,
@@ -71,11 +83,7 @@ mod sqlite {
         fails_fast(
             "transaction while locked",
             &[StoreErrorKind::Timeout],
-            backend.attempts().lock(
-                &portcullis_core::AttemptKey::Account("a".into()),
-                portcullis_core::Lock::UntilUnlocked,
-                SystemTime::now(),
-            ),
+            lock_forever(&backend.attempts()),
         )
         .await;
         assert!(
@@ -224,11 +232,7 @@ mod postgres {
         fails_fast(
             "transaction on a frozen server",
             &[StoreErrorKind::Timeout],
-            backend.attempts().lock(
-                &portcullis_core::AttemptKey::Account("a".into()),
-                portcullis_core::Lock::UntilUnlocked,
-                SystemTime::now(),
-            ),
+            lock_forever(&backend.attempts()),
         )
         .await;
 

@@ -37,17 +37,38 @@ fn token(id: &str) -> TokenRef<'_> {
     }
 }
 
+/// Rows in `portcullis_migrations`, through the pool `$pool`.
+macro_rules! migrations_applied {
+    ($pool:expr) => {{
+        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM portcullis_migrations")
+            .fetch_one($pool)
+            .await
+            .unwrap();
+        count
+    }};
+}
+
+/// Runs `open` `n` times at once; every one must succeed.
+async fn all_at_once<B, F>(n: usize, open: impl Fn() -> F) -> Vec<B>
+where
+    B: Send + 'static,
+    F: std::future::Future<Output = Result<B, portcullis_core::StoreError>> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..n).map(|_| tokio::spawn(open())).collect();
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(task.await.unwrap().unwrap());
+    }
+    out
+}
+
 fn soon() -> SystemTime {
     SystemTime::now() + Duration::from_secs(600)
 }
 
 on_both_engines!(migrating_again_does_nothing, |backend| {
     assert_eq!(backend.migrate().await.unwrap(), 0);
-    let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM portcullis_migrations")
-        .fetch_one(backend.pool())
-        .await
-        .unwrap();
-    assert_eq!(count, 1);
+    assert_eq!(migrations_applied!(backend.pool()), 1);
     let (version, name): (i64, String) =
         sqlx::query_as("SELECT version, name FROM portcullis_migrations")
             .fetch_one(backend.pool())
@@ -84,19 +105,8 @@ mod sqlite {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_opens_of_a_fresh_file_all_succeed() {
         let path = common::sqlite_path();
-        let opens = (0..4).map(|_| {
-            let path = path.clone();
-            tokio::spawn(async move { SqliteBackend::open(path).await })
-        });
-        let mut backends = Vec::new();
-        for open in opens {
-            backends.push(open.await.unwrap().unwrap());
-        }
-        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM portcullis_migrations")
-            .fetch_one(backends[0].pool())
-            .await
-            .unwrap();
-        assert_eq!(count, 1, "applied once");
+        let backends = all_at_once(4, || SqliteBackend::open(path.clone())).await;
+        assert_eq!(migrations_applied!(backends[0].pool()), 1, "applied once");
     }
 
     #[tokio::test]
@@ -151,19 +161,8 @@ mod postgres {
             return;
         }
         let (options, _) = common::pg_schema().await;
-        let connects = (0..4).map(|_| {
-            let options = options.clone();
-            tokio::spawn(async move { PgBackend::from_options(options).await })
-        });
-        let mut backends = Vec::new();
-        for connect in connects {
-            backends.push(connect.await.unwrap().unwrap());
-        }
-        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM portcullis_migrations")
-            .fetch_one(backends[0].pool())
-            .await
-            .unwrap();
-        assert_eq!(count, 1, "applied once");
+        let backends = all_at_once(4, || PgBackend::from_options(options.clone())).await;
+        assert_eq!(migrations_applied!(backends[0].pool()), 1, "applied once");
     }
 
     #[tokio::test]
