@@ -19,7 +19,7 @@ pub const LOGIN_HISTORY_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600)
 /// write lock (SQLite) or a long transaction (PostgreSQL) for long.
 const BATCH: i64 = 1000;
 
-/// What one [`cleanup`](crate::SqliteBackend::cleanup) run deleted.
+/// What one `cleanup(now)` run of a backend deleted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CleanupReport {

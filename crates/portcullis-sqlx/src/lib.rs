@@ -24,6 +24,8 @@
 //! # Example
 //!
 //! ```
+//! # #[cfg(feature = "sqlite")]
+//! # fn main() {
 //! use portcullis_core::{CsrfTokenDigest, CsrfTokenRecord, CsrfTokenStore};
 //! use portcullis_sqlx::SqliteBackend;
 //! use std::time::{Duration, SystemTime};
@@ -48,6 +50,9 @@
 //! # }
 //! # Ok::<_, portcullis_core::StoreError>(())
 //! # }).unwrap();
+//! # }
+//! # #[cfg(not(feature = "sqlite"))]
+//! # fn main() {}
 //! ```
 //!
 //! With PostgreSQL (`postgres` feature), in a schema of its own:
@@ -162,6 +167,14 @@
 //! tokens, attempt states past `keep_until` with no lock in force, and
 //! ended IP blocks. Deletes go in batches of 1 000 rows so that a backlog
 //! never blocks the stores for long.
+#![cfg_attr(
+    not(feature = "sqlite"),
+    doc = "\n\n[`SqliteBackend`]: https://docs.rs/portcullis-sqlx/latest/portcullis_sqlx/struct.SqliteBackend.html"
+)]
+#![cfg_attr(
+    not(feature = "postgres"),
+    doc = "\n\n[`PgBackend`]: https://docs.rs/portcullis-sqlx/latest/portcullis_sqlx/struct.PgBackend.html"
+)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(not(any(feature = "sqlite", feature = "postgres")))]

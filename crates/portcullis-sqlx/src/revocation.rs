@@ -57,7 +57,7 @@ const CANDIDATES: &str = "SELECT token_type, issued_before FROM revoked_tokens \
 /// Each revocation is one row keyed by `id` = `token:<jti>`,
 /// `family:<family>` or `all:<subject>` (`token_type` says which;
 /// `token_hash` holds the id or family, `user_id` the subject). Rows are
-/// kept until [`cleanup`](crate::SqliteBackend::cleanup) removes them 30
+/// kept until the backend's `cleanup(now)` removes them 30
 /// days after their `expires_at`.
 ///
 /// [`revoke_token`](RevocationStore::revoke_token) is an atomic
