@@ -465,3 +465,23 @@ on_both_engines!(spawned_cleanup_runs_periodically, |backend| {
     }
     task.abort();
 });
+
+on_both_engines!(large_audit_batches_land_whole_and_in_order, |backend| {
+    let sink = backend.audit();
+    let start = SystemTime::now();
+    let batch: Vec<AuditRecord> = (0..1000u64)
+        .map(|i| {
+            AuditRecord::new(
+                EventKind::AuthFailure,
+                start + Duration::from_millis(i),
+                format!("trace-{i}"),
+            )
+        })
+        .collect();
+    sink.write_batch(&batch).await.unwrap();
+    let stored = sink.recent_json(5000).await.unwrap();
+    let expected: Vec<_> = batch.iter().map(AuditRecord::to_json).collect();
+    assert_eq!(stored, expected);
+    let latest = sink.recent_json(2).await.unwrap();
+    assert_eq!(latest, expected[998..]);
+});

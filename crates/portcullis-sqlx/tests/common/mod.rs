@@ -19,9 +19,37 @@ const PREFIX: &str = "pcsqlx";
 
 /// A fresh directory under the system temp dir.
 pub(crate) fn temp_dir() -> PathBuf {
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(remove_stale_temp_dirs);
     let dir = std::env::temp_dir().join(kit::unique_name(PREFIX));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Whether a name made by `kit::unique_name(PREFIX)` is over an hour old.
+fn is_stale(name: &str) -> bool {
+    let hour_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        .saturating_sub(3600 * 1_000_000_000);
+    // pcsqlx_<pid>_<nanos hex>_<n>
+    name.strip_prefix(PREFIX)
+        .and_then(|rest| rest.split('_').nth(2))
+        .and_then(|hex| u128::from_str_radix(hex, 16).ok())
+        .is_some_and(|nanos| nanos < hour_ago)
+}
+
+/// Removes the directories of earlier runs, so the temp dir does not fill.
+fn remove_stale_temp_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_str().is_some_and(is_stale) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A fresh SQLite database file path (not created yet).
@@ -75,20 +103,9 @@ async fn drop_stale_schemas(conn: &mut portcullis_sqlx::sqlx::PgConnection) {
             .fetch_all(&mut *conn)
             .await
             .unwrap();
-    let hour_ago = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-        .saturating_sub(3600 * 1_000_000_000);
     for row in rows {
         let name: String = row.get(0);
-        // pcsqlx_<pid>_<nanos hex>_<n>
-        let stale = name
-            .split('_')
-            .nth(2)
-            .and_then(|hex| u128::from_str_radix(hex, 16).ok())
-            .is_some_and(|nanos| nanos < hour_ago);
-        if stale && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        if is_stale(&name) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                 "DROP SCHEMA IF EXISTS \"{name}\" CASCADE"
             )))
