@@ -16,8 +16,9 @@ use crate::migrate::migrate;
 ///
 /// A pool of connections (8 by default) shared by every store made from
 /// this backend; cloning is cheap. Each connection runs with
-/// `statement_timeout` and `lock_timeout` set to the operation timeout, so
-/// the server abandons work the client has given up on.
+/// `statement_timeout` and `lock_timeout` set to the operation timeout (and
+/// `idle_in_transaction_session_timeout` to twice that), so the server
+/// abandons work the client has given up on.
 ///
 /// ```no_run
 /// use portcullis_core::{AttemptKey, AttemptPolicy, AttemptStore};
@@ -90,13 +91,18 @@ impl PgBackend {
         options: PgConnectOptions,
         settings: PoolSettings,
     ) -> Result<Self, StoreError> {
-        let timeout_ms = settings.operation_timeout.as_millis().max(1).to_string();
+        let timeout_ms = settings.operation_timeout.as_millis().max(1);
+        let (statement, idle) = (timeout_ms.to_string(), (timeout_ms * 2).to_string());
         let options = options.options([
-            ("statement_timeout", timeout_ms.as_str()),
-            ("lock_timeout", timeout_ms.as_str()),
+            ("statement_timeout", statement.as_str()),
+            ("lock_timeout", statement.as_str()),
+            // Our transactions never pause between statements; one left
+            // open by an abandoned operation must not hold row locks.
+            ("idle_in_transaction_session_timeout", idle.as_str()),
         ]);
         probe(&options, &settings).await?;
         let pool = PgPoolOptions::new()
+            .test_before_acquire(settings.test_before_acquire)
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
             .connect_with(options)

@@ -104,12 +104,14 @@ impl SqliteBackend {
     ) -> Result<Self, StoreError> {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(settings.test_before_acquire)
             .acquire_timeout(settings.acquire_timeout)
             .connect_with(options.clone())
             .await
             .map_err(|e| from_sqlx(e, "could not open the SQLite database"))?;
         let reader = SqlitePoolOptions::new()
             .max_connections(settings.max_connections)
+            .test_before_acquire(settings.test_before_acquire)
             .acquire_timeout(settings.acquire_timeout)
             .connect_lazy_with(options);
         Self::start(writer, reader, settings).await
