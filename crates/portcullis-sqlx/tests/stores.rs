@@ -485,3 +485,54 @@ on_both_engines!(large_audit_batches_land_whole_and_in_order, |backend| {
     let latest = sink.recent_json(2).await.unwrap();
     assert_eq!(latest, expected[998..]);
 });
+
+on_both_engines!(hottest_agrees_with_memory_across_many_pages, |backend| {
+    use portcullis_core::MemoryAttemptStore;
+    let sql = backend.attempts();
+    let memory = MemoryAttemptStore::new(10_000);
+    let policy = AttemptPolicy::new(1000, Duration::from_secs(300), Duration::from_secs(600));
+    let now = t0();
+    // 600 keys, more than two pages of candidates, with failures spread
+    // over the last 250 s: a 60 s window counts fewer than are remembered.
+    for i in 0..600u64 {
+        let key = AttemptKey::Ip(std::net::IpAddr::from([
+            10,
+            0,
+            (i / 256) as u8,
+            (i % 256) as u8,
+        ]));
+        for j in 0..(i % 5 + 1) {
+            let at = now - Duration::from_secs(((i * 7 + j * 61) % 250) + 1);
+            let at = at.min(now);
+            sql.record_failure(&key, &policy, false, at).await.unwrap();
+            memory
+                .record_failure(&key, &policy, false, at)
+                .await
+                .unwrap();
+        }
+    }
+    for (window, limit) in [(60, 10), (300, 5), (1, 3), (120, 1000)] {
+        let window = Duration::from_secs(window);
+        let expected = memory
+            .hottest(AttemptKeyKind::Ip, window, now, limit)
+            .await
+            .unwrap();
+        let got = sql
+            .hottest(AttemptKeyKind::Ip, window, now, limit)
+            .await
+            .unwrap();
+        let first_difference = got.iter().zip(&expected).position(|(a, b)| a != b);
+        assert!(
+            got.len() == expected.len() && first_difference.is_none(),
+            "window {window:?}, limit {limit}: {} keys, expected {}; first difference at {first_difference:?}",
+            got.len(),
+            expected.len(),
+        );
+    }
+    assert!(
+        sql.hottest(AttemptKeyKind::Account, Duration::from_secs(300), now, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+});
