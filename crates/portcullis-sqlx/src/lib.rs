@@ -79,6 +79,8 @@
 //! | `sqlite` | yes | [`SqliteBackend`], with a bundled libsqlite3 |
 //! | `postgres` | no | [`PgBackend`] |
 //!
+//! With neither feature the crate is empty.
+//!
 //! # Failures
 //!
 //! Every store operation runs within the backend's operation timeout
@@ -177,9 +179,22 @@
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
-compile_error!("enable the `sqlite` or the `postgres` feature of portcullis-sqlx");
+// Without an engine feature the crate is empty (so that `cargo hack
+// --each-feature` and `--no-default-features` builds pass): everything
+// below needs an engine.
 
+/// Puts every item given under `cfg(any(feature = "sqlite", feature =
+/// "postgres"))`.
+macro_rules! with_an_engine {
+    ($($item:item)*) => {
+        $(
+            #[cfg(any(feature = "sqlite", feature = "postgres"))]
+            $item
+        )*
+    };
+}
+
+with_an_engine! {
 /// `Debug` without fields for a store handle (it holds only pools and a
 /// clock), and for stores that judge "now" themselves a `with_clock`
 /// builder.
@@ -233,5 +248,7 @@ pub use postgres::PgBackend;
 pub use revocation::SqlRevocationStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteBackend;
+}
+
 /// The driver, re-exported for its connect options and pool types.
 pub use sqlx;

@@ -1,5 +1,6 @@
 //! A database that is down, silent, frozen mid-operation or locked by
 //! someone else yields a `StoreError` within a few seconds, never a hang.
+#![cfg(any(feature = "sqlite", feature = "postgres"))]
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc, clippy::print_stderr)]
 
 mod common;

@@ -1,5 +1,6 @@
 //! The embedded migrations: idempotent, safe when several processes start
 //! at once, and they create seed 003's tables and indexes.
+#![cfg(any(feature = "sqlite", feature = "postgres"))]
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 #[macro_use]

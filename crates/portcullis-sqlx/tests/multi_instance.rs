@@ -1,5 +1,6 @@
 //! Two backends on one database, as two server processes would be: their
 //! concurrent writes to one key still count exactly and have one winner.
+#![cfg(any(feature = "sqlite", feature = "postgres"))]
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 mod common;

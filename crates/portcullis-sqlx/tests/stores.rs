@@ -1,6 +1,7 @@
 //! Behaviour beyond the conformance kit, on both engines: seed 003's
 //! cleanup schedule, corrupt rows, odd identifiers, the login history and
 //! the CSRF per-session bound.
+#![cfg(any(feature = "sqlite", feature = "postgres"))]
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 #[macro_use]
