@@ -27,6 +27,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 /// the same file are serialised by SQLite's write lock, waited for up to
 /// `busy_timeout` (2 s).
 ///
+/// The file holds what seed 003's tables hold — submitted account
+/// identifiers, session ids of CSRF tokens, audit records — and is created
+/// with the process's umask: keep its directory readable by the server
+/// only.
+///
 /// Cloning is cheap: clones share the pools.
 ///
 /// ```

@@ -137,6 +137,16 @@ mod postgres {
     }
 
     #[tokio::test]
+    async fn a_malformed_url_is_an_error_that_does_not_echo_it() {
+        let err = PgBackend::connect("postgres://user:hunter2@[bad")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::Other);
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[tokio::test]
     async fn a_silent_server_fails_fast() {
         // Accepts connections and never answers.
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
