@@ -184,10 +184,10 @@ impl RevocationStore for SqlRevocationStore {
                         return Ok(true);
                     }
                     let revoked = match (token.issued_at, row.opt_int(1)?) {
-                        // No issue time: it cannot be shown to be newer.
-                        (None, _) => true,
                         (Some(iat), Some(mark)) => issued_second(iat) <= mark,
-                        (Some(_), None) => true,
+                        // No issue time: it cannot be shown to be newer (a
+                        // watermark row always has its mark).
+                        _ => true,
                     };
                     if revoked {
                         return Ok(true);
