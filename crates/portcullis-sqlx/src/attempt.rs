@@ -188,29 +188,6 @@ fn lock_from_column(value: i64) -> Lock {
     }
 }
 
-/// [`AttemptState::encode`], with the failure log put in ascending order.
-///
-/// `AttemptState::record_failure` appends `now` to the log, so a failure
-/// recorded with an earlier `now` than the last one (instances whose clocks
-/// differ by a second) leaves the log out of order, and
-/// `AttemptState::decode` then rejects the stored text as corrupt, which
-/// would lock the key out (503) until an operator unlocks it. Sorting the
-/// documented encoding before storing keeps every stored state decodable;
-/// the count of failures in a window does not depend on the order.
-fn encode(state: &AttemptState) -> String {
-    let text = state.encode();
-    let Some((head, log)) = text.rsplit_once(';') else {
-        return text;
-    };
-    let mut times: Vec<u32> = log.split(',').filter_map(|t| t.parse().ok()).collect();
-    if times.is_sorted() {
-        return text;
-    }
-    times.sort_unstable();
-    let log: Vec<String> = times.iter().map(u32::to_string).collect();
-    format!("{head};{}", log.join(","))
-}
-
 fn decode(row: &Row, index: usize) -> Result<AttemptState> {
     Ok(AttemptState::decode(&row.text(index)?)?)
 }
@@ -367,7 +344,7 @@ impl SqlAttemptStore {
         if state.is_blank(now) {
             tx.execute(DELETE_STATE, &[Arg::Text(&stored)]).await?;
         } else {
-            let encoded = encode(&state);
+            let encoded = state.encode();
             let failed_at = (write.history == Some(false)).then(|| millis(now));
             tx.execute(
                 UPDATE_STATE,
@@ -639,25 +616,6 @@ mod tests {
         }
         assert!(unescape("bad\\x").is_none());
         assert!(unescape("trailing\\").is_none());
-    }
-
-    #[test]
-    fn out_of_order_failures_are_stored_decodably() {
-        let policy = AttemptPolicy::new(10, Duration::from_secs(300), Duration::from_secs(60));
-        let at = |s: u64| time(1_700_000_000_000) + Duration::from_secs(s);
-        let mut state = AttemptState::default();
-        state.record_failure(&policy, false, at(5));
-        state.record_failure(&policy, false, at(3));
-        state.record_failure(&policy, false, at(4));
-        assert!(
-            AttemptState::decode(&state.encode()).is_err(),
-            "core's encoding"
-        );
-        let stored = AttemptState::decode(&encode(&state)).unwrap();
-        assert_eq!(stored.failures(Duration::from_secs(300), at(5)), 3);
-        assert_eq!(stored.consecutive(), 3);
-        let plain = AttemptState::default();
-        assert_eq!(encode(&plain), plain.encode());
     }
 
     #[test]

@@ -411,6 +411,28 @@ where
     ));
 }
 
+/// Instances' clocks differ by a second or two: a failure stamped earlier
+/// than the last one recorded still counts, and the key stays readable.
+pub async fn failures_from_clocks_behind_still_count<S, F, Fut>(factory: F)
+where
+    S: AttemptStore,
+    F: FnOnce(SharedClock) -> Fut,
+    Fut: Future<Output = S>,
+{
+    let (store, clock) = build(factory).await;
+    let t = |s| secs(&clock, s);
+    let p = policy(10);
+    let key = account("alice");
+    for s in [10, 8, 10, 9] {
+        fail(&*store, &key, &p, t(s)).await;
+    }
+    assert_eq!(status(&*store, &key, t(10)).await.failures, 4);
+    assert!(matches!(
+        begin(&*store, &key, &p, t(10)).await,
+        Admission::Admitted { failures: 4, .. }
+    ));
+}
+
 /// A small deterministic generator, so that a failing sequence replays.
 struct Steps(u64);
 

@@ -207,7 +207,10 @@ impl AttemptState {
         self.end_reservation(reserved);
         let from = now.saturating_sub(duration_secs(policy.window));
         self.log.retain(|&t| t > from);
-        self.log.push(now);
+        // Instances' clocks differ by a little: keep the log sorted even when
+        // this failure is "earlier" than the last one recorded.
+        let at = self.log.partition_point(|&t| t <= now);
+        self.log.insert(at, now);
         let limit = usize::try_from(policy.limit.max(1))
             .unwrap_or(usize::MAX)
             .min(MAX_LOG);
@@ -414,6 +417,18 @@ mod tests {
         state.record_failure(&policy, false, at(3));
         assert!(state.lock_at(at(3)).is_some());
         assert_eq!(AttemptState::decode(&state.encode()).unwrap(), state);
+    }
+
+    #[test]
+    fn a_failure_from_a_clock_behind_keeps_the_log_sorted() {
+        let policy = AttemptPolicy::new(10, Duration::from_secs(60), Duration::from_secs(100));
+        let mut state = AttemptState::default();
+        for t in [5, 3, 5, 4] {
+            state.record_failure(&policy, false, at(t));
+        }
+        let decoded = AttemptState::decode(&state.encode()).unwrap();
+        assert_eq!(decoded, state);
+        assert_eq!(decoded.failures(Duration::from_secs(60), at(5)), 4);
     }
 
     #[test]
