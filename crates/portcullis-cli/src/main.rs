@@ -1,0 +1,3 @@
+//! The Portcullis operator CLI (being built).
+
+fn main() {}
