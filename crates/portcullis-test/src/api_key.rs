@@ -1,14 +1,13 @@
 //! Cases for [`ApiKeyStore`]: the contract on its trait documentation.
 
-use std::future::Future;
 use std::time::SystemTime;
 
 use portcullis_core::{
     API_KEY_DIGEST_LEN, ApiKeyDigest, ApiKeyFilter, ApiKeyInfo, ApiKeyRecord, ApiKeyStore,
-    SharedClock, StoreErrorKind,
+    StoreErrorKind,
 };
 
-use crate::{build, in_parallel, secs};
+use crate::{StoreFactory, build, in_parallel, secs};
 
 /// A digest derived from `seed`, recognisable in output.
 fn digest(seed: u8) -> ApiKeyDigest {
@@ -47,12 +46,7 @@ async fn info<S: ApiKeyStore>(store: &S, id: &str) -> ApiKeyInfo {
 }
 
 /// Every field comes back as stored, scopes in order, the digest intact.
-pub async fn create_then_lookup_round_trips<S, F, Fut>(factory: F)
-where
-    S: ApiKeyStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn create_then_lookup_round_trips<S: ApiKeyStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     let mut r = record("k1", "svc@example.com", secs(&clock, 0), 1);
     r.info.expires_at = Some(secs(&clock, 7200));
@@ -68,12 +62,7 @@ where
 
 /// Unknown ids are `Ok(None)` (not errors) for lookup, revoke and expire;
 /// touching one is a no-op.
-pub async fn unknown_ids_are_none<S, F, Fut>(factory: F)
-where
-    S: ApiKeyStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn unknown_ids_are_none<S: ApiKeyStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     let now = secs(&clock, 0);
     assert!(matches!(store.lookup("nope").await, Ok(None)));
@@ -88,12 +77,9 @@ where
 
 /// 16 concurrent creates of one id: exactly one succeeds, the others get
 /// `Conflict`, and the winner's record is untouched.
-pub async fn create_refuses_an_existing_id_with_one_winner<S, F, Fut>(factory: F)
-where
-    S: ApiKeyStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn create_refuses_an_existing_id_with_one_winner<S: ApiKeyStore>(
+    factory: impl StoreFactory<S>,
+) {
     let (store, clock) = build(factory).await;
     let created = secs(&clock, 0);
     let results = in_parallel(16, |i| {
@@ -120,12 +106,7 @@ where
 }
 
 /// Revocation and expiry only ever move earlier.
-pub async fn revoke_and_expire_only_move_earlier<S, F, Fut>(factory: F)
-where
-    S: ApiKeyStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn revoke_and_expire_only_move_earlier<S: ApiKeyStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     let t = |s| secs(&clock, s);
     let mut r = record("k", "o", t(0), 2);
@@ -162,12 +143,7 @@ where
 }
 
 /// `touch` keeps the latest time it was given.
-pub async fn touch_keeps_the_latest_use<S, F, Fut>(factory: F)
-where
-    S: ApiKeyStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn touch_keeps_the_latest_use<S: ApiKeyStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     let t = |s| secs(&clock, s);
     create(&*store, record("k", "o", t(0), 3)).await;
@@ -193,12 +169,7 @@ async fn list<S: ApiKeyStore>(store: &S, filter: &ApiKeyFilter) -> Vec<ApiKeyInf
 
 /// Listings are ordered by creation time, then id; they filter by owner,
 /// hide inactive keys unless asked, and honour the limit.
-pub async fn list_orders_filters_and_limits<S, F, Fut>(factory: F)
-where
-    S: ApiKeyStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn list_orders_filters_and_limits<S: ApiKeyStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     let t = |s| secs(&clock, s);
     create(&*store, record("c", "alice", t(0), 4)).await;
@@ -221,12 +192,9 @@ where
 
 /// "Active" follows the store's clock: a key whose expiry or scheduled
 /// revocation passes drops out of the default listing.
-pub async fn list_judges_activity_by_the_store_clock<S, F, Fut>(factory: F)
-where
-    S: ApiKeyStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn list_judges_activity_by_the_store_clock<S: ApiKeyStore>(
+    factory: impl StoreFactory<S>,
+) {
     let (store, clock) = build(factory).await;
     let t = |s| secs(&clock, s);
     let mut expiring = record("expiring", "o", t(0), 9);
@@ -248,12 +216,9 @@ where
 }
 
 /// Neither the store's nor a record's `Debug` shows digest bytes.
-pub async fn debug_never_shows_digests<S, F, Fut>(factory: F)
-where
-    S: ApiKeyStore + std::fmt::Debug,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn debug_never_shows_digests<S: ApiKeyStore + std::fmt::Debug>(
+    factory: impl StoreFactory<S>,
+) {
     let (store, clock) = build(factory).await;
     create(&*store, record("k", "o", secs(&clock, 0), 12)).await;
     let secret = hex(digest(12).as_bytes());

@@ -1,16 +1,15 @@
 //! Cases for [`AttemptStore`]: the contract on its trait documentation,
 //! and agreement with [`AttemptState`], the reference state machine.
 
-use std::future::Future;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use portcullis_core::{
     Admission, AttemptKey, AttemptKeyKind, AttemptPolicy, AttemptState, AttemptStatus,
-    AttemptStore, FailureRecord, Lock, ResetScope, SharedClock,
+    AttemptStore, FailureRecord, Lock, ResetScope,
 };
 
-use crate::{build, in_parallel, secs};
+use crate::{StoreFactory, build, in_parallel, secs};
 
 fn policy(limit: u32) -> AttemptPolicy {
     AttemptPolicy::new(limit, Duration::from_secs(300), Duration::from_secs(600))
@@ -58,12 +57,7 @@ async fn status<S: AttemptStore>(store: &S, key: &AttemptKey, now: SystemTime) -
 }
 
 /// 50 failures recorded at once are 50 failures: no lost update.
-pub async fn parallel_failures_count_exactly<S, F, Fut>(factory: F)
-where
-    S: AttemptStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn parallel_failures_count_exactly<S: AttemptStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     let now = secs(&clock, 0);
     let p = policy(1000);
@@ -87,12 +81,9 @@ where
 
 /// 200 concurrent `begin`s against a limit of 5 admit exactly 5: the
 /// reservation is taken in the same atomic step as the check.
-pub async fn concurrent_begins_admit_exactly_the_limit<S, F, Fut>(factory: F)
-where
-    S: AttemptStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn concurrent_begins_admit_exactly_the_limit<S: AttemptStore>(
+    factory: impl StoreFactory<S>,
+) {
     let (store, clock) = build(factory).await;
     let now = secs(&clock, 0);
     let p = policy(5);
@@ -116,12 +107,7 @@ where
 
 /// The `limit`-th failure locks the key for the policy's lock duration;
 /// locked, `begin` answers `Locked`; after the lock the log starts afresh.
-pub async fn the_limit_locks_and_the_lock_ends<S, F, Fut>(factory: F)
-where
-    S: AttemptStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn the_limit_locks_and_the_lock_ends<S: AttemptStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     let t = |s| secs(&clock, s);
     let p = policy(3);
@@ -157,12 +143,7 @@ where
 }
 
 /// Failures older than the window stop counting (an exact sliding log).
-pub async fn the_window_slides<S, F, Fut>(factory: F)
-where
-    S: AttemptStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn the_window_slides<S: AttemptStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     let t = |s| secs(&clock, s);
     let p = policy(5);
@@ -176,12 +157,7 @@ where
 
 /// A reservation whose request vanished stops counting after the policy's
 /// reservation TTL, so a crash cannot block an account.
-pub async fn reservations_expire<S, F, Fut>(factory: F)
-where
-    S: AttemptStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn reservations_expire<S: AttemptStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     let t = |s| secs(&clock, s);
     let p = policy(2).with_reservation_ttl(Duration::from_secs(30));
@@ -197,12 +173,7 @@ where
 
 /// Success resets the consecutive count (and, with `ResetScope::All`, the
 /// window); `release` ends a reservation without counting anything.
-pub async fn success_resets_and_release_frees<S, F, Fut>(factory: F)
-where
-    S: AttemptStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn success_resets_and_release_frees<S: AttemptStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     let now = secs(&clock, 0);
     let p = policy(3);
@@ -238,12 +209,9 @@ where
 
 /// Unknown keys: `status` is `Ok(None)`, success and release are no-ops,
 /// a non-reserving `begin` admits with zero counts and stores nothing.
-pub async fn unknown_keys_are_none_and_reads_do_not_insert<S, F, Fut>(factory: F)
-where
-    S: AttemptStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn unknown_keys_are_none_and_reads_do_not_insert<S: AttemptStore>(
+    factory: impl StoreFactory<S>,
+) {
     let (store, clock) = build(factory).await;
     let now = secs(&clock, 0);
     let key = account("nobody");
@@ -271,12 +239,9 @@ where
 
 /// Operator locks and unlocks; `locked` lists one kind, "until unlocked"
 /// first, then the latest end first.
-pub async fn operator_locks_unlocks_and_listing_order<S, F, Fut>(factory: F)
-where
-    S: AttemptStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn operator_locks_unlocks_and_listing_order<S: AttemptStore>(
+    factory: impl StoreFactory<S>,
+) {
     let (store, clock) = build(factory).await;
     let t = |s| secs(&clock, s);
     let lock = |key: AttemptKey, lock| {
@@ -339,12 +304,7 @@ where
 
 /// `hottest` lists the keys of one kind with the most failures in the
 /// window, most first, at most `limit`.
-pub async fn hottest_orders_by_failures<S, F, Fut>(factory: F)
-where
-    S: AttemptStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn hottest_orders_by_failures<S: AttemptStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     let now = secs(&clock, 0);
     let p = policy(100);
@@ -375,12 +335,7 @@ where
 
 /// An account, an address and their pair are three counters, and account
 /// names with separators or non-ASCII characters do not run together.
-pub async fn key_kinds_and_odd_accounts_stay_apart<S, F, Fut>(factory: F)
-where
-    S: AttemptStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn key_kinds_and_odd_accounts_stay_apart<S: AttemptStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     let now = secs(&clock, 0);
     let p = policy(100);
@@ -413,12 +368,9 @@ where
 
 /// Instances' clocks differ by a second or two: a failure stamped earlier
 /// than the last one recorded still counts, and the key stays readable.
-pub async fn failures_from_clocks_behind_still_count<S, F, Fut>(factory: F)
-where
-    S: AttemptStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn failures_from_clocks_behind_still_count<S: AttemptStore>(
+    factory: impl StoreFactory<S>,
+) {
     let (store, clock) = build(factory).await;
     let t = |s| secs(&clock, s);
     let p = policy(10);
@@ -452,12 +404,7 @@ fn blank() -> AttemptStatus {
 
 /// 600 operations of every kind over three keys, with time moving on in
 /// jumps: the store answers exactly as [`AttemptState`] does.
-pub async fn matches_the_reference_state_machine<S, F, Fut>(factory: F)
-where
-    S: AttemptStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn matches_the_reference_state_machine<S: AttemptStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     let p = AttemptPolicy::new(3, Duration::from_secs(300), Duration::from_secs(60))
         .with_growth(2, Duration::from_secs(600))

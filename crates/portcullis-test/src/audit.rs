@@ -3,10 +3,10 @@
 use std::future::Future;
 use std::time::Duration;
 
-use portcullis_core::{AuditRecord, AuditSink, EventKind, SharedClock, StoreError};
+use portcullis_core::{AuditRecord, AuditSink, EventKind, StoreError};
 use serde_json::Value;
 
-use crate::{build, in_parallel, secs};
+use crate::{StoreFactory, build, in_parallel, secs};
 
 fn records(clock: &portcullis_core::FakeClock, prefix: &str, n: usize) -> Vec<AuditRecord> {
     (0..n)
@@ -36,13 +36,11 @@ fn trace_ids(stored: &[Value]) -> Vec<String> {
 
 /// Batches (one of them empty) come back as written, oldest first, each
 /// record's JSON equal to [`AuditRecord::to_json`].
-pub async fn batches_are_stored_in_order<S, R, RFut, F, Fut>(factory: F)
+pub async fn batches_are_stored_in_order<S, R, RFut>(factory: impl StoreFactory<(S, R)>)
 where
     S: AuditSink,
     R: Fn() -> RFut,
     RFut: Future<Output = Result<Vec<Value>, StoreError>>,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = (S, R)>,
 {
     let (pair, clock) = build(factory).await;
     let Ok((sink, read_back)) = std::sync::Arc::try_unwrap(pair) else {
@@ -68,13 +66,11 @@ where
 }
 
 /// Eight batches written at once all land, every record exactly once.
-pub async fn concurrent_batches_all_land<S, R, RFut, F, Fut>(factory: F)
+pub async fn concurrent_batches_all_land<S, R, RFut>(factory: impl StoreFactory<(S, R)>)
 where
     S: AuditSink,
     R: Fn() -> RFut,
     RFut: Future<Output = Result<Vec<Value>, StoreError>>,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = (S, R)>,
 {
     let (pair, clock) = build(factory).await;
     let Ok((sink, read_back)) = std::sync::Arc::try_unwrap(pair) else {

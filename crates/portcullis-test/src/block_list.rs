@@ -1,13 +1,12 @@
 //! Cases for [`BlockListStore`]: the contract on its trait documentation.
 
-use std::future::Future;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
 use ipnet::IpNet;
-use portcullis_core::{BlockEntry, BlockListStore, SharedClock};
+use portcullis_core::{BlockEntry, BlockListStore};
 
-use crate::{build, secs};
+use crate::{StoreFactory, build, secs};
 
 fn net(text: &str) -> IpNet {
     text.parse()
@@ -54,12 +53,7 @@ async fn listed<S: BlockListStore>(store: &S, now: SystemTime) -> Vec<String> {
 
 /// When several entries cover an address, the narrowest one in force
 /// answers; an address no entry covers is `Ok(None)`.
-pub async fn the_most_specific_entry_wins<S, F, Fut>(factory: F)
-where
-    S: BlockListStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn the_most_specific_entry_wins<S: BlockListStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     let now = secs(&clock, 0);
     block(&*store, "10.0.0.0/8", None, "wide", now).await;
@@ -95,12 +89,7 @@ where
 
 /// An ended block matches nothing and is not listed; a block without an
 /// end holds.
-pub async fn ended_blocks_do_not_match<S, F, Fut>(factory: F)
-where
-    S: BlockListStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn ended_blocks_do_not_match<S: BlockListStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     let now = secs(&clock, 100);
     block(
@@ -125,12 +114,7 @@ where
 }
 
 /// Blocking a network again replaces its entry.
-pub async fn block_replaces_the_same_network<S, F, Fut>(factory: F)
-where
-    S: BlockListStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn block_replaces_the_same_network<S: BlockListStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     let now = secs(&clock, 0);
     block(&*store, "198.51.100.0/24", None, "first", now).await;
@@ -148,12 +132,7 @@ where
 }
 
 /// `unblock` returns the removed entry once, then `None`.
-pub async fn unblock_returns_the_entry_once<S, F, Fut>(factory: F)
-where
-    S: BlockListStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn unblock_returns_the_entry_once<S: BlockListStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     let now = secs(&clock, 0);
     block(&*store, "203.0.113.9/32", None, "scanner", now).await;
@@ -171,12 +150,7 @@ where
 }
 
 /// IPv6 networks and hosts, and no confusion between families.
-pub async fn ipv6_networks_and_hosts<S, F, Fut>(factory: F)
-where
-    S: BlockListStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn ipv6_networks_and_hosts<S: BlockListStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     let now = secs(&clock, 0);
     block(&*store, "2001:db8::/32", None, "v6 net", now).await;

@@ -1,14 +1,12 @@
 //! Cases for [`CsrfTokenStore`]: the contract on its trait documentation.
 
-use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use portcullis_core::{
-    CSRF_TOKEN_DIGEST_LEN, CsrfTokenDigest, CsrfTokenRecord, CsrfTokenStore, SharedClock,
-    StoreErrorKind,
+    CSRF_TOKEN_DIGEST_LEN, CsrfTokenDigest, CsrfTokenRecord, CsrfTokenStore, StoreErrorKind,
 };
 
-use crate::{build, in_parallel, secs};
+use crate::{StoreFactory, build, in_parallel, secs};
 
 fn digest(seed: u8) -> CsrfTokenDigest {
     let mut bytes = [0u8; CSRF_TOKEN_DIGEST_LEN];
@@ -35,12 +33,9 @@ async fn valid<S: CsrfTokenStore>(store: &S, session: &str, seed: u8) -> bool {
 }
 
 /// A token validates for its session only; unknown digests are `false`.
-pub async fn tokens_validate_for_their_session_only<S, F, Fut>(factory: F)
-where
-    S: CsrfTokenStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn tokens_validate_for_their_session_only<S: CsrfTokenStore>(
+    factory: impl StoreFactory<S>,
+) {
     let (store, clock) = build(factory).await;
     issue(&*store, "session-a", 1, secs(&clock, 3600)).await;
     assert!(valid(&*store, "session-a", 1).await);
@@ -53,12 +48,9 @@ where
 
 /// Issuing a digest that another session holds is a `Conflict` and leaves
 /// the first session's token alone.
-pub async fn a_digest_of_another_session_is_a_conflict<S, F, Fut>(factory: F)
-where
-    S: CsrfTokenStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn a_digest_of_another_session_is_a_conflict<S: CsrfTokenStore>(
+    factory: impl StoreFactory<S>,
+) {
     let (store, clock) = build(factory).await;
     issue(&*store, "session-a", 3, secs(&clock, 3600)).await;
     let err = store
@@ -76,12 +68,7 @@ where
 }
 
 /// Issuing the same token again for its session moves the expiry later.
-pub async fn reissue_extends_the_expiry<S, F, Fut>(factory: F)
-where
-    S: CsrfTokenStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn reissue_extends_the_expiry<S: CsrfTokenStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     issue(&*store, "s", 4, secs(&clock, 10)).await;
     issue(&*store, "s", 4, secs(&clock, 100)).await;
@@ -90,12 +77,7 @@ where
 }
 
 /// 32 concurrent consumes of one token: exactly one wins; it is gone after.
-pub async fn consume_has_exactly_one_winner<S, F, Fut>(factory: F)
-where
-    S: CsrfTokenStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn consume_has_exactly_one_winner<S: CsrfTokenStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     issue(&*store, "s", 5, secs(&clock, 3600)).await;
     assert_eq!(store.consume("other", &digest(5)).await.ok(), Some(false));
@@ -116,12 +98,9 @@ where
 /// Past its expiry (by the store's clock) a token neither validates nor
 /// consumes, whether or not it was purged; `purge_expired` counts what it
 /// removes and keeps live tokens.
-pub async fn expired_tokens_never_validate_and_are_purged<S, F, Fut>(factory: F)
-where
-    S: CsrfTokenStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn expired_tokens_never_validate_and_are_purged<S: CsrfTokenStore>(
+    factory: impl StoreFactory<S>,
+) {
     let (store, clock) = build(factory).await;
     issue(&*store, "s", 6, secs(&clock, 10)).await;
     issue(&*store, "s", 7, secs(&clock, 10)).await;
@@ -144,12 +123,7 @@ where
 }
 
 /// `revoke_session` drops that session's tokens only and says how many.
-pub async fn revoke_session_counts_what_it_drops<S, F, Fut>(factory: F)
-where
-    S: CsrfTokenStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn revoke_session_counts_what_it_drops<S: CsrfTokenStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     let exp = secs(&clock, 3600);
     for seed in [10, 11, 12] {
@@ -163,12 +137,9 @@ where
 }
 
 /// The store's `Debug` shows neither session ids nor digests.
-pub async fn debug_never_shows_sessions_or_digests<S, F, Fut>(factory: F)
-where
-    S: CsrfTokenStore + std::fmt::Debug,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn debug_never_shows_sessions_or_digests<S: CsrfTokenStore + std::fmt::Debug>(
+    factory: impl StoreFactory<S>,
+) {
     let (store, clock) = build(factory).await;
     issue(&*store, "sess-9f1c2e", 14, secs(&clock, 3600)).await;
     let hex: String = digest(14)

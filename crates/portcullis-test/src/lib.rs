@@ -130,12 +130,23 @@ pub(crate) fn fake_clock() -> Arc<FakeClock> {
     Arc::new(FakeClock::at_unix(now))
 }
 
-/// Builds the store under test with a fresh fake clock.
-pub(crate) async fn build<S, F, Fut>(factory: F) -> (Arc<S>, Arc<FakeClock>)
+/// What every case takes: a closure that builds a fresh, isolated store
+/// of type `S` using the clock it is given (`|clock| async move { … }`).
+pub trait StoreFactory<S>: FnOnce(SharedClock) -> <Self as StoreFactory<S>>::Store {
+    /// The future the closure returns.
+    type Store: Future<Output = S>;
+}
+
+impl<S, F, Fut> StoreFactory<S> for F
 where
     F: FnOnce(SharedClock) -> Fut,
     Fut: Future<Output = S>,
 {
+    type Store = Fut;
+}
+
+/// Builds the store under test with a fresh fake clock.
+pub(crate) async fn build<S>(factory: impl StoreFactory<S>) -> (Arc<S>, Arc<FakeClock>) {
     let clock = fake_clock();
     let shared: SharedClock = clock.clone();
     (Arc::new(factory(shared).await), clock)

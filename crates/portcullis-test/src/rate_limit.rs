@@ -1,13 +1,12 @@
 //! Cases for [`RateLimitStore`]: one atomic GCRA step per check, agreeing
 //! with [`gcra_step`].
 
-use std::future::Future;
 use std::time::Duration;
 
 use portcullis_core::rate_limit::{epoch_millis, gcra_step};
-use portcullis_core::{RateDecision, RateLimitStore, RateQuota, SharedClock};
+use portcullis_core::{RateDecision, RateLimitStore, RateQuota};
 
-use crate::{build, in_parallel, secs};
+use crate::{StoreFactory, build, in_parallel, secs};
 
 async fn check<S: RateLimitStore>(
     store: &S,
@@ -23,12 +22,7 @@ async fn check<S: RateLimitStore>(
 
 /// A burst of 3 passes at once, the 4th waits exactly one period, and one
 /// period later one more passes.
-pub async fn a_burst_then_one_per_period<S, F, Fut>(factory: F)
-where
-    S: RateLimitStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn a_burst_then_one_per_period<S: RateLimitStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     let now = secs(&clock, 0);
     let q = RateQuota::new(Duration::from_millis(500), 3);
@@ -54,12 +48,9 @@ where
 
 /// 100 concurrent checks against a burst of 10 (and a slow refill): exactly
 /// 10 pass.
-pub async fn concurrent_checks_allow_exactly_the_burst<S, F, Fut>(factory: F)
-where
-    S: RateLimitStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn concurrent_checks_allow_exactly_the_burst<S: RateLimitStore>(
+    factory: impl StoreFactory<S>,
+) {
     let (store, clock) = build(factory).await;
     let now = secs(&clock, 0);
     let q = RateQuota::new(Duration::from_secs(3600), 10);
@@ -78,12 +69,7 @@ where
 
 /// 300 checks at irregular times with two quotas: every decision equals
 /// the reference [`gcra_step`]'s.
-pub async fn matches_the_reference_gcra<S, F, Fut>(factory: F)
-where
-    S: RateLimitStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn matches_the_reference_gcra<S: RateLimitStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     let mut now = secs(&clock, 0);
     let quotas = [
@@ -108,12 +94,7 @@ where
 }
 
 /// Spending one key's budget leaves another's whole.
-pub async fn keys_have_separate_budgets<S, F, Fut>(factory: F)
-where
-    S: RateLimitStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn keys_have_separate_budgets<S: RateLimitStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     let now = secs(&clock, 0);
     let q = RateQuota::new(Duration::from_secs(60), 1);

@@ -1,11 +1,10 @@
 //! Cases for [`RevocationStore`]: the contract on its trait documentation.
 
-use std::future::Future;
 use std::time::{Duration, SystemTime};
 
-use portcullis_core::{RevocationStore, SharedClock, TokenRef};
+use portcullis_core::{RevocationStore, TokenRef};
 
-use crate::{build, in_parallel, secs};
+use crate::{StoreFactory, build, in_parallel, secs};
 
 fn token<'a>(
     id: Option<&'a str>,
@@ -30,12 +29,7 @@ async fn revoked<S: RevocationStore>(store: &S, t: &TokenRef<'_>) -> bool {
 
 /// 32 concurrent revocations of one id: exactly one gets `true` (refresh
 /// rotation's reuse detection relies on it), and the id is then revoked.
-pub async fn revoke_token_is_test_and_set<S, F, Fut>(factory: F)
-where
-    S: RevocationStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn revoke_token_is_test_and_set<S: RevocationStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     let exp = secs(&clock, 3600);
     let results = in_parallel(32, |_| {
@@ -61,12 +55,7 @@ where
 
 /// A fresh store revokes nothing: `Ok(false)`, never an error, whatever
 /// the token carries.
-pub async fn unknown_tokens_are_not_revoked<S, F, Fut>(factory: F)
-where
-    S: RevocationStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn unknown_tokens_are_not_revoked<S: RevocationStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     let now = Some(secs(&clock, 0));
     assert!(!revoked(&*store, &token(Some("jti-1"), Some("fam-1"), "alice", now)).await);
@@ -74,12 +63,7 @@ where
 }
 
 /// Revoking a refresh family revokes every token in it, and nothing else.
-pub async fn families_cover_their_members<S, F, Fut>(factory: F)
-where
-    S: RevocationStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn families_cover_their_members<S: RevocationStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     let now = Some(secs(&clock, 0));
     let exp = secs(&clock, 86_400);
@@ -101,12 +85,9 @@ where
 /// "Log out everywhere": tokens issued at or before the watermark are
 /// revoked, later ones are not, a token without `iat` is; an earlier
 /// watermark never moves it back.
-pub async fn subject_watermarks_only_move_forward<S, F, Fut>(factory: F)
-where
-    S: RevocationStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn subject_watermarks_only_move_forward<S: RevocationStore>(
+    factory: impl StoreFactory<S>,
+) {
     let (store, clock) = build(factory).await;
     let retain = secs(&clock, 86_400);
     let t = |s| Some(secs(&clock, s));
@@ -134,12 +115,7 @@ where
 
 /// Ids, families and subjects live in separate namespaces, even when they
 /// are spelled alike or carry separator characters.
-pub async fn namespaces_do_not_collide<S, F, Fut>(factory: F)
-where
-    S: RevocationStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn namespaces_do_not_collide<S: RevocationStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     let exp = secs(&clock, 3600);
     let now = Some(secs(&clock, 0));
@@ -158,12 +134,7 @@ where
 
 /// A revocation holds until its expiry; the store's clock moving on (but
 /// not past it) changes nothing.
-pub async fn revocations_last_until_they_expire<S, F, Fut>(factory: F)
-where
-    S: RevocationStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn revocations_last_until_they_expire<S: RevocationStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     let issued = Some(secs(&clock, 0));
     assert_eq!(
@@ -179,12 +150,7 @@ where
 }
 
 /// Ids of a few kilobytes and non-ASCII ids work as any other.
-pub async fn long_and_unicode_ids_round_trip<S, F, Fut>(factory: F)
-where
-    S: RevocationStore,
-    F: FnOnce(SharedClock) -> Fut,
-    Fut: Future<Output = S>,
-{
+pub async fn long_and_unicode_ids_round_trip<S: RevocationStore>(factory: impl StoreFactory<S>) {
     let (store, clock) = build(factory).await;
     let exp = secs(&clock, 3600);
     let now = Some(secs(&clock, 0));
