@@ -1,0 +1,829 @@
+//! The commands: each opens what it needs, acts, and prints one result.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use ipnet::IpNet;
+use portcullis::api_key::{ApiKeyError, ApiKeys, NewApiKey};
+use portcullis::core::{
+    ApiKeyFilter, ApiKeyInfo, AttemptKeyKind, AttemptPolicy, AttemptStore as _, AuditRecord,
+    AuditSink as _, BoxApiKeyStore, BoxAttemptStore, EventKind, Lock, LockedKey,
+    RevocationStore as _, StoreError,
+};
+use portcullis::lockout::{LockoutAdmin, LockoutLayer};
+use portcullis_cli::backends::{Backends, Pool};
+use serde_json::{Value, json};
+
+use crate::duration::{format_duration, relative, rfc3339};
+use crate::output::{Out, Table, sanitize, warn};
+use crate::{
+    AttemptsCommand, BlockAdd, BlocklistCommand, Cli, Command, Failure, Global, JwtCommand,
+    KeysCommand, LockoutCommand, SecretCommand, TokenTarget, TokensCommand,
+};
+
+/// The refresh-token lifetime the server uses by default (7 days): every
+/// token it issues is dead by then, so revocations need not outlive it.
+const DEFAULT_REFRESH_LIFETIME: u64 = 604_800;
+
+pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
+    let out = Out::new(cli.global.json);
+    match cli.command {
+        // Offline commands: no state is opened (nor created).
+        Command::Secret(SecretCommand::Generate { bytes }) => secret_generate(&out, bytes),
+        Command::Jwt(JwtCommand::Inspect { token }) => crate::jwt::inspect(&out, token),
+        command => {
+            let state = State::open(&cli.global).await?;
+            match command {
+                Command::Keys(cmd) => keys(&out, &state, cmd).await,
+                Command::Tokens(TokensCommand::Revoke(target)) => {
+                    tokens_revoke(&out, &state, target).await
+                }
+                Command::Lockout(cmd) => lockout(&out, &state, cmd).await,
+                Command::Blocklist(cmd) => blocklist(&out, &state, cmd).await,
+                Command::Attempts(AttemptsCommand::Top { window, limit }) => {
+                    attempts_top(&out, &state, window, limit).await
+                }
+                Command::Cleanup => cleanup(&out, &state).await,
+                Command::Secret(_) | Command::Jwt(_) => Ok(()),
+            }
+        }
+    }
+}
+
+/// The opened backends and what the CLI derives from the server's settings.
+struct State {
+    backends: Backends,
+    admin: LockoutAdmin<BoxAttemptStore>,
+}
+
+impl State {
+    async fn open(global: &Global) -> Result<Self, Failure> {
+        let redis = global.redis_url.as_deref().filter(|u| !u.is_empty());
+        let backends = Backends::open(&global.database_url, redis, &global.redis_prefix)
+            .await
+            .map_err(|e| Failure(format!("cannot open the deployment's state: {e}")))?;
+        let layer = LockoutLayer::new(backends.attempts.clone())
+            .with_block_list(backends.block_list.clone())
+            .with_account_policy(account_policy()?)
+            .map_err(|e| Failure(format!("invalid lockout settings: {e}")))?;
+        let admin = layer.admin();
+        Ok(Self { backends, admin })
+    }
+
+    fn api_keys(&self) -> Result<ApiKeys<BoxApiKeyStore>, Failure> {
+        let keys = ApiKeys::new(self.backends.api_keys.clone());
+        match std::env::var("PORTCULLIS_API_KEY_PEPPER") {
+            Ok(pepper) if !pepper.is_empty() => keys
+                .with_pepper(pepper.as_bytes())
+                .map_err(|_| Failure::new("PORTCULLIS_API_KEY_PEPPER is not a usable pepper")),
+            _ => Ok(keys),
+        }
+    }
+
+    /// Records an operator action in the deployment's audit log; a failure
+    /// is reported but does not undo the action.
+    async fn audit(&self, record: AuditRecord) {
+        if let Err(e) = self.backends.audit.write_batch(&[record]).await {
+            warn(&format!(
+                "warning: the action was done but could not be written to the audit log: {e}"
+            ));
+        }
+    }
+}
+
+fn operator_record(event: EventKind, now: SystemTime, detail: &'static str) -> AuditRecord {
+    let mut record = AuditRecord::new(event, now, trace_id());
+    record.layer = Some("cli");
+    record.detail = Some(detail.into());
+    record
+}
+
+/// A fresh trace id for one CLI action (`cli-` and 16 hex digits).
+fn trace_id() -> String {
+    let mut bytes = [0u8; 8];
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        return "cli".to_owned();
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("cli-{hex}")
+}
+
+/// A user id for the audit log: emails are not written there.
+fn audit_user(id: &str) -> Option<Arc<str>> {
+    (!id.contains('@')).then(|| Arc::from(id))
+}
+
+fn env_secs(var: &'static str, default: u64) -> Result<u64, Failure> {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| Failure(format!("{var} must be a positive whole number"))),
+        _ => Ok(default),
+    }
+}
+
+/// The per-account policy the server runs with, from the same variables:
+/// the window decides which failures `lockout status` counts.
+fn account_policy() -> Result<AttemptPolicy, Failure> {
+    let limit = env_secs("PORTCULLIS_LOCKOUT_MAX_ATTEMPTS", 5)?;
+    let window = env_secs("PORTCULLIS_LOCKOUT_WINDOW_SECONDS", 300)?;
+    let lock = env_secs("PORTCULLIS_LOCKOUT_DURATION_SECONDS", 1800)?;
+    let limit = u32::try_from(limit)
+        .map_err(|_| Failure::new("PORTCULLIS_LOCKOUT_MAX_ATTEMPTS is too large"))?;
+    Ok(AttemptPolicy::new(
+        limit,
+        Duration::from_secs(window),
+        Duration::from_secs(lock),
+    ))
+}
+
+fn refresh_lifetime() -> Result<Duration, Failure> {
+    env_secs(
+        "PORTCULLIS_REFRESH_TOKEN_LIFETIME_SECONDS",
+        DEFAULT_REFRESH_LIFETIME,
+    )
+    .map(Duration::from_secs)
+}
+
+fn store_failure(what: &str, e: &StoreError) -> Failure {
+    Failure(format!("{what}: {e}"))
+}
+
+fn key_failure(e: &ApiKeyError) -> Failure {
+    match e {
+        ApiKeyError::Store(store) => store_failure("the API key store failed", store),
+        other => Failure(other.to_string()),
+    }
+}
+
+fn time_or(at: Option<SystemTime>, none: &str) -> String {
+    at.map_or_else(|| none.to_owned(), rfc3339)
+}
+
+fn json_time(at: Option<SystemTime>) -> Value {
+    at.map_or(Value::Null, |t| Value::String(rfc3339(t)))
+}
+
+// ---------------------------------------------------------------- keys
+
+fn key_status(info: &ApiKeyInfo, now: SystemTime) -> &'static str {
+    if info.is_revoked_at(now) {
+        "revoked"
+    } else if info.is_expired_at(now) {
+        "expired"
+    } else {
+        "active"
+    }
+}
+
+fn key_json(info: &ApiKeyInfo, now: SystemTime) -> Value {
+    json!({
+        "key_id": info.key_id,
+        "owner": info.owner,
+        "name": info.name,
+        "scopes": info.scopes,
+        "status": key_status(info, now),
+        "created_at": json_time(Some(info.created_at)),
+        "expires_at": json_time(info.expires_at),
+        "revoked_at": json_time(info.revoked_at),
+        "last_used_at": json_time(info.last_used_at),
+    })
+}
+
+fn key_details(info: &ApiKeyInfo, now: SystemTime) -> String {
+    let scopes = if info.scopes.is_empty() {
+        "(none)".to_owned()
+    } else {
+        info.scopes.join(" ")
+    };
+    format!(
+        "key id:   {}\nowner:    {}\nname:     {}\nscopes:   {}\nstatus:   {}\ncreated:  {}\nexpires:  {}\n",
+        info.key_id,
+        sanitize(&info.owner),
+        sanitize(&info.name),
+        sanitize(&scopes),
+        key_status(info, now),
+        rfc3339(info.created_at),
+        time_or(info.expires_at, "never"),
+    )
+}
+
+/// A key id from an id or a full key (a leaked key is often all the
+/// operator has); the key itself is never printed.
+fn key_id_of(keys: &ApiKeys<BoxApiKeyStore>, arg: &str) -> String {
+    keys.identify(arg.trim())
+        .map_or_else(|_| arg.trim().to_owned(), str::to_owned)
+}
+
+async fn keys(out: &Out, state: &State, cmd: KeysCommand) -> Result<(), Failure> {
+    let keys = state.api_keys()?;
+    let now = SystemTime::now();
+    match cmd {
+        KeysCommand::Create {
+            owner,
+            name,
+            scopes,
+            expires_in,
+        } => {
+            let mut new = NewApiKey::new(owner, name).with_scopes(scopes);
+            if let Some(after) = expires_in {
+                new = new.expires_in(after);
+            }
+            let created = keys.create(new).await.map_err(|e| key_failure(&e))?;
+            let info = created.info();
+            let mut record = operator_record(EventKind::ApiKeyCreated, now, "created with the CLI");
+            record.user_id = audit_user(&info.owner);
+            state.audit(record).await;
+            let mut doc = key_json(info, now);
+            doc["key"] = Value::String(created.key().to_owned());
+            let text = format!(
+                "{}\nkey:      {}\n\nThe key is shown only this once: store it now.\n",
+                key_details(info, now),
+                created.key()
+            );
+            out.emit(&text, &doc)?;
+        }
+        KeysCommand::List {
+            owner,
+            include_inactive,
+            limit,
+        } => {
+            let mut filter = ApiKeyFilter::active();
+            if let Some(owner) = owner {
+                filter = filter.owner(owner);
+            }
+            if include_inactive {
+                filter = filter.include_inactive();
+            }
+            if let Some(limit) = limit {
+                filter = filter.limit(limit);
+            }
+            let list = keys.list(&filter).await.map_err(|e| key_failure(&e))?;
+            let mut table = Table::new(&[
+                "KEY ID",
+                "OWNER",
+                "NAME",
+                "SCOPES",
+                "STATUS",
+                "CREATED",
+                "EXPIRES",
+                "LAST USED",
+            ]);
+            for info in &list {
+                table.row(vec![
+                    info.key_id.clone(),
+                    info.owner.clone(),
+                    info.name.clone(),
+                    info.scopes.join(","),
+                    key_status(info, now).to_owned(),
+                    rfc3339(info.created_at),
+                    time_or(info.expires_at, "never"),
+                    time_or(info.last_used_at, "never"),
+                ]);
+            }
+            let text = if table.is_empty() {
+                "No API keys.\n".to_owned()
+            } else {
+                table.render()
+            };
+            let doc = Value::Array(list.iter().map(|i| key_json(i, now)).collect());
+            out.emit(&text, &doc)?;
+        }
+        KeysCommand::Revoke { key } => {
+            let id = key_id_of(&keys, &key);
+            let info = keys.revoke(&id).await.map_err(|e| key_failure(&e))?;
+            let mut record = operator_record(EventKind::ApiKeyRevoked, now, "revoked with the CLI");
+            record.user_id = audit_user(&info.owner);
+            state.audit(record).await;
+            let text = format!(
+                "Revoked. Servers refuse it at once or within their key cache TTL (5 s by default).\n{}revoked:  {}\n",
+                key_details(&info, now),
+                time_or(info.revoked_at, "-"),
+            );
+            out.emit(&text, &key_json(&info, now))?;
+        }
+        KeysCommand::Rotate { key, grace } => {
+            let id = key_id_of(&keys, &key);
+            let rotated = keys.rotate(&id, grace).await.map_err(|e| key_failure(&e))?;
+            let new = rotated.created.info();
+            let mut record = operator_record(EventKind::ApiKeyCreated, now, "rotated with the CLI");
+            record.user_id = audit_user(&new.owner);
+            state.audit(record).await;
+            let doc = json!({
+                "new": {
+                    "key": rotated.created.key(),
+                    "key_id": new.key_id,
+                    "owner": new.owner,
+                    "name": new.name,
+                    "scopes": new.scopes,
+                    "created_at": json_time(Some(new.created_at)),
+                    "expires_at": json_time(new.expires_at),
+                },
+                "previous": key_json(&rotated.previous, now),
+            });
+            let text = format!(
+                "New key:\n{}key:      {}\n\nThe key is shown only this once: store it now.\n\nThe old key {} stops working at {} ({}).\n",
+                key_details(new, now),
+                rotated.created.key(),
+                rotated.previous.key_id,
+                time_or(rotated.previous.expires_at, "-"),
+                rotated
+                    .previous
+                    .expires_at
+                    .map_or_else(|| "-".to_owned(), |t| relative(t, now)),
+            );
+            out.emit(&text, &doc)?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- tokens
+
+/// The user id behind `--user`: an email is looked up in the server's
+/// `users` table (exactly, then case-insensitively); anything else is an id.
+async fn resolve_user(state: &State, user: &str) -> Result<String, Failure> {
+    let user = user.trim();
+    if user.is_empty() {
+        return Err(Failure::new("--user is empty"));
+    }
+    if !user.contains('@') {
+        return Ok(user.to_owned());
+    }
+    let found: Result<Option<String>, _> = match state.backends.database.any_pool() {
+        Pool::Sqlite(pool) => portcullis_sqlx::sqlx::query_scalar(
+            "SELECT id FROM users WHERE email = ?1 OR lower(email) = lower(?1) ORDER BY email = ?1 DESC LIMIT 1",
+        )
+        .bind(user)
+        .fetch_optional(&pool)
+        .await,
+        Pool::Postgres(pool) => portcullis_sqlx::sqlx::query_scalar(
+            "SELECT id FROM users WHERE email = $1 OR lower(email) = lower($1) ORDER BY email = $1 DESC LIMIT 1",
+        )
+        .bind(user)
+        .fetch_optional(&pool)
+        .await,
+    };
+    match found {
+        Ok(Some(id)) => Ok(id),
+        Ok(None) => Err(Failure::new(
+            "no user has this email address (pass the user id instead if the user was deleted)",
+        )),
+        Err(e) => Err(Failure(format!(
+            "cannot look up the email in the users table (does the server use this database?): {}",
+            sql_error_kind(&e)
+        ))),
+    }
+}
+
+/// A description of a SQL error that cannot contain the query's values.
+fn sql_error_kind(e: &portcullis_sqlx::sqlx::Error) -> String {
+    match e {
+        portcullis_sqlx::sqlx::Error::Database(db) => db.message().to_owned(),
+        other => other.to_string(),
+    }
+}
+
+async fn tokens_revoke(out: &Out, state: &State, target: TokenTarget) -> Result<(), Failure> {
+    let now = SystemTime::now();
+    let retain = now + refresh_lifetime()?;
+    let revocations = &state.backends.revocations;
+    if let Some(user) = target.user {
+        let id = resolve_user(state, &user).await?;
+        revocations
+            .revoke_subject(&id, now, retain)
+            .await
+            .map_err(|e| store_failure("the revocation store failed", &e))?;
+        let mut record = operator_record(
+            EventKind::TokenRevoked,
+            now,
+            "every token of the user revoked with the CLI",
+        );
+        record.user_id = audit_user(&id);
+        state.audit(record).await;
+        let text = format!(
+            "Revoked every token issued to user {} until now ({}); the user must log in again.\n",
+            sanitize(&id),
+            rfc3339(now)
+        );
+        let doc = json!({
+            "revoked": "subject",
+            "user_id": id,
+            "issued_before": rfc3339(now),
+            "retained_until": rfc3339(retain),
+        });
+        out.emit(&text, &doc)?;
+    } else if let Some(jti) = target.jti {
+        let jti = jti.trim();
+        if jti.is_empty() {
+            return Err(Failure::new("--jti is empty"));
+        }
+        let newly = revocations
+            .revoke_token(jti, retain)
+            .await
+            .map_err(|e| store_failure("the revocation store failed", &e))?;
+        state
+            .audit(operator_record(
+                EventKind::TokenRevoked,
+                now,
+                "token revoked by jti with the CLI",
+            ))
+            .await;
+        let text = if newly {
+            "Revoked the token.\n"
+        } else {
+            "The token was already revoked.\n"
+        };
+        let doc = json!({
+            "revoked": "token",
+            "jti": jti,
+            "already_revoked": !newly,
+            "retained_until": rfc3339(retain),
+        });
+        out.emit(text, &doc)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- lockout
+
+fn lock_json(lock: Lock, now: SystemTime) -> Value {
+    match lock {
+        Lock::Until(until) => json!({
+            "until": rfc3339(until),
+            "until_unlocked": false,
+            "remaining_seconds": until.duration_since(now).map_or(0, |d| d.as_secs()),
+        }),
+        Lock::UntilUnlocked => json!({
+            "until": Value::Null,
+            "until_unlocked": true,
+            "remaining_seconds": Value::Null,
+        }),
+    }
+}
+
+fn lock_cells(lock: Lock, now: SystemTime) -> (String, String) {
+    match lock {
+        Lock::Until(until) => (rfc3339(until), relative(until, now)),
+        Lock::UntilUnlocked => ("until unlocked".to_owned(), "-".to_owned()),
+    }
+}
+
+async fn lockout(out: &Out, state: &State, cmd: LockoutCommand) -> Result<(), Failure> {
+    let admin = &state.admin;
+    let failed = |e: StoreError| store_failure("the attempt store failed", &e);
+    let now = SystemTime::now();
+    match cmd {
+        LockoutCommand::List { limit } => {
+            let accounts = admin.locked_accounts(limit).await.map_err(failed)?;
+            let ips = admin.locked_ips(limit).await.map_err(failed)?;
+            let mut table = Table::new(&["KIND", "KEY", "LOCKED UNTIL", "ENDS"]);
+            let mut add = |kind: &str, locked: &[LockedKey]| {
+                for l in locked {
+                    let key = l
+                        .key
+                        .account()
+                        .map(str::to_owned)
+                        .or_else(|| l.key.ip().map(|ip| ip.to_string()))
+                        .unwrap_or_default();
+                    let (until, ends) = lock_cells(l.lock, now);
+                    table.row(vec![kind.to_owned(), key, until, ends]);
+                }
+            };
+            add("account", &accounts);
+            add("ip", &ips);
+            let text = if table.is_empty() {
+                "Nothing is locked.\n".to_owned()
+            } else {
+                table.render()
+            };
+            let doc = json!({
+                "accounts": accounts.iter().map(|l| {
+                    let mut v = lock_json(l.lock, now);
+                    v["account"] = json!(l.key.account());
+                    v
+                }).collect::<Vec<_>>(),
+                "ips": ips.iter().map(|l| {
+                    let mut v = lock_json(l.lock, now);
+                    v["ip"] = json!(l.key.ip().map(|ip| ip.to_string()));
+                    v
+                }).collect::<Vec<_>>(),
+            });
+            out.emit(&text, &doc)?;
+        }
+        LockoutCommand::Status { account } => {
+            let status = admin.account_status(&account).await.map_err(failed)?;
+            let window = account_policy()?.window;
+            match status {
+                None => {
+                    let doc = json!({
+                        "recorded": false, "locked": false, "failures": 0,
+                        "consecutive": 0, "locks": 0, "lock": Value::Null,
+                        "window_seconds": window.as_secs(),
+                    });
+                    out.emit("Nothing recorded for this account: not locked.\n", &doc)?;
+                }
+                Some(s) => {
+                    let lock = s.lock.filter(|l| l.is_active(now));
+                    let lock_text = lock.map_or_else(
+                        || "not locked".to_owned(),
+                        |l| {
+                            let (until, ends) = lock_cells(l, now);
+                            format!("locked {until} ({ends})")
+                        },
+                    );
+                    let text = format!(
+                        "state:        {lock_text}\nfailures:     {} in the last {}\nconsecutive:  {}\nlocks so far: {}\nin flight:    {}\n",
+                        s.failures,
+                        format_duration(window),
+                        s.consecutive,
+                        s.locks,
+                        s.in_flight
+                    );
+                    let doc = json!({
+                        "recorded": true,
+                        "locked": lock.is_some(),
+                        "failures": s.failures,
+                        "consecutive": s.consecutive,
+                        "locks": s.locks,
+                        "in_flight": s.in_flight,
+                        "lock": lock.map(|l| lock_json(l, now)),
+                        "window_seconds": window.as_secs(),
+                    });
+                    out.emit(&text, &doc)?;
+                }
+            }
+        }
+        LockoutCommand::Unlock { account } => {
+            let event = admin.unlock(&account).await.map_err(failed)?;
+            if let Some(event) = &event {
+                let mut record =
+                    operator_record(EventKind::AccountUnlocked, now, "unlocked with the CLI");
+                record.user_id = event.identifier().and_then(audit_user);
+                state.audit(record).await;
+            }
+            let text = if event.is_some() {
+                "Unlocked; its failures are forgotten.\n"
+            } else {
+                "The account was not locked (its failures, if any, are forgotten).\n"
+            };
+            out.emit(text, &json!({ "unlocked": event.is_some() }))?;
+        }
+        LockoutCommand::UnlockIp { ip } => {
+            let was = admin.unlock_ip(ip).await.map_err(failed)?;
+            if was {
+                let mut record = operator_record(
+                    EventKind::AccountUnlocked,
+                    now,
+                    "address unlocked with the CLI",
+                );
+                record.ip_address = Some(ip);
+                state.audit(record).await;
+            }
+            let text = if was {
+                "Unlocked the address.\n"
+            } else {
+                "The address was not locked (the block list is `portcullis blocklist`).\n"
+            };
+            out.emit(text, &json!({ "unlocked": was, "ip": ip.to_string() }))?;
+        }
+        LockoutCommand::Lock { account, duration } => {
+            if duration.is_some_and(|d| d.is_zero()) {
+                return Err(Failure::new("--duration must be longer than zero"));
+            }
+            let event = admin.lock(&account, duration).await.map_err(failed)?;
+            let Some(event) = event else {
+                return Err(Failure::new("the account is empty once canonicalised"));
+            };
+            let mut record = operator_record(EventKind::AccountLocked, now, "locked with the CLI");
+            record.user_id = event.identifier().and_then(audit_user);
+            record.until = event.until();
+            state.audit(record).await;
+            let lock = duration.map_or(Lock::UntilUnlocked, |d| Lock::Until(now + d));
+            let (until, ends) = lock_cells(lock, now);
+            let text = format!("Locked {until} ({ends}).\n");
+            out.emit(
+                &text,
+                &json!({ "locked": true, "lock": lock_json(lock, now) }),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- blocklist
+
+fn parse_network(text: &str) -> Result<IpNet, Failure> {
+    let text = text.trim();
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    let net = text.parse::<IpNet>().map_err(|_| {
+        Failure::new("not an IP address or network (e.g. 203.0.113.7 or 203.0.113.0/24)")
+    })?;
+    if net.trunc() != net {
+        warn(&format!(
+            "note: {net} has host bits set; using {}",
+            net.trunc()
+        ));
+    }
+    Ok(net.trunc())
+}
+
+async fn blocklist(out: &Out, state: &State, cmd: BlocklistCommand) -> Result<(), Failure> {
+    let admin = &state.admin;
+    let failed = |e: StoreError| store_failure("the block list failed", &e);
+    let now = SystemTime::now();
+    match cmd {
+        BlocklistCommand::Add(BlockAdd {
+            network,
+            duration,
+            permanent: _,
+            reason,
+        }) => {
+            let net = parse_network(&network)?;
+            if duration.is_some_and(|d| d.is_zero()) {
+                return Err(Failure::new("--duration must be longer than zero"));
+            }
+            if reason.trim().is_empty() {
+                return Err(Failure::new(
+                    "--reason is empty: say why, for the next operator",
+                ));
+            }
+            admin
+                .block(net, duration, reason.trim())
+                .await
+                .map_err(failed)?;
+            let until = duration.map(|d| now + d);
+            let mut record = operator_record(EventKind::IpBlocked, now, "blocked with the CLI");
+            record.ip_address = Some(net.addr());
+            record.until = until;
+            state.audit(record).await;
+            let text = format!(
+                "Blocked {net} {}.\n",
+                until.map_or_else(
+                    || "until removed".to_owned(),
+                    |t| format!("until {} ({})", rfc3339(t), relative(t, now))
+                )
+            );
+            let doc = json!({ "network": net.to_string(), "until": json_time(until), "reason": reason.trim() });
+            out.emit(&text, &doc)?;
+        }
+        BlocklistCommand::Remove { network } => {
+            let net = parse_network(&network)?;
+            let removed = admin.unblock(net).await.map_err(failed)?;
+            let Some(entry) = removed else {
+                return Err(Failure::new(
+                    "no block list entry for this network (see `portcullis blocklist list`)",
+                ));
+            };
+            let text = format!("Removed {}.\n", entry.network);
+            out.emit(&text, &json!({ "removed": entry.network.to_string() }))?;
+        }
+        BlocklistCommand::List => {
+            let entries = admin.blocked().await.map_err(failed)?;
+            let mut table = Table::new(&["NETWORK", "UNTIL", "ENDS", "ADDED", "REASON"]);
+            for e in &entries {
+                table.row(vec![
+                    e.network.to_string(),
+                    time_or(e.until, "until removed"),
+                    e.until.map_or_else(|| "-".to_owned(), |t| relative(t, now)),
+                    rfc3339(e.created_at),
+                    e.reason.clone(),
+                ]);
+            }
+            let text = if table.is_empty() {
+                "The block list is empty.\n".to_owned()
+            } else {
+                table.render()
+            };
+            let doc = Value::Array(
+                entries
+                    .iter()
+                    .map(|e| {
+                        json!({
+                            "network": e.network.to_string(),
+                            "until": json_time(e.until),
+                            "created_at": json_time(Some(e.created_at)),
+                            "reason": e.reason,
+                        })
+                    })
+                    .collect(),
+            );
+            out.emit(&text, &doc)?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- attempts
+
+async fn attempts_top(
+    out: &Out,
+    state: &State,
+    window: Duration,
+    limit: usize,
+) -> Result<(), Failure> {
+    if window.is_zero() {
+        return Err(Failure::new("--window must be longer than zero"));
+    }
+    let now = SystemTime::now();
+    let store = &state.backends.attempts;
+    let failed = |e: StoreError| store_failure("the attempt store failed", &e);
+    let accounts = store
+        .hottest(AttemptKeyKind::Account, window, now, limit)
+        .await
+        .map_err(failed)?;
+    let ips = store
+        .hottest(AttemptKeyKind::Ip, window, now, limit)
+        .await
+        .map_err(failed)?;
+    let mut table = Table::new(&["KIND", "KEY", "FAILURES"]);
+    for (key, n) in &accounts {
+        table.row(vec![
+            "account".to_owned(),
+            key.account().unwrap_or_default().to_owned(),
+            n.to_string(),
+        ]);
+    }
+    for (key, n) in &ips {
+        table.row(vec![
+            "ip".to_owned(),
+            key.ip().map(|ip| ip.to_string()).unwrap_or_default(),
+            n.to_string(),
+        ]);
+    }
+    let text = if table.is_empty() {
+        format!("No failures in the last {}.\n", format_duration(window))
+    } else {
+        format!(
+            "Failures in the last {}:\n{}",
+            format_duration(window),
+            table.render()
+        )
+    };
+    let doc = json!({
+        "window_seconds": window.as_secs(),
+        "accounts": accounts.iter().map(|(k, n)| json!({ "account": k.account(), "failures": n })).collect::<Vec<_>>(),
+        "ips": ips.iter().map(|(k, n)| json!({ "ip": k.ip().map(|ip| ip.to_string()), "failures": n })).collect::<Vec<_>>(),
+    });
+    out.emit(&text, &doc)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- cleanup
+
+async fn cleanup(out: &Out, state: &State) -> Result<(), Failure> {
+    let report = state
+        .backends
+        .database
+        .cleanup(SystemTime::now())
+        .await
+        .map_err(|e| store_failure("cleanup failed", &e))?;
+    let mut table = Table::new(&["TABLE", "DELETED"]);
+    let rows = [
+        ("revoked_tokens", report.revocations),
+        ("login_attempts", report.login_attempts),
+        ("csrf_tokens", report.csrf_tokens),
+        ("login_attempt_state", report.attempt_states),
+        ("ip_blocks", report.block_entries),
+    ];
+    for (name, n) in rows {
+        table.row(vec![name.to_owned(), n.to_string()]);
+    }
+    let mut text = table.render();
+    text.push_str(&format!("total: {} rows\n", report.total()));
+    if state.backends.redis.is_some() {
+        text.push_str("(Redis keys expire on their own: nothing to clean there.)\n");
+    }
+    let doc = json!({
+        "revoked_tokens": report.revocations,
+        "login_attempts": report.login_attempts,
+        "csrf_tokens": report.csrf_tokens,
+        "login_attempt_state": report.attempt_states,
+        "ip_blocks": report.block_entries,
+        "total": report.total(),
+    });
+    out.emit(&text, &doc)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- secret
+
+fn secret_generate(out: &Out, bytes: u16) -> Result<(), Failure> {
+    let mut buf = vec![0u8; usize::from(bytes)];
+    aws_lc_rs::rand::fill(&mut buf)
+        .map_err(|_| Failure::new("the operating system's random number generator failed"))?;
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&buf);
+    let text = format!("{secret}\n");
+    out.emit(
+        &text,
+        &json!({ "secret": secret, "bytes": bytes, "encoding": "base64url" }),
+    )?;
+    Ok(())
+}
