@@ -1,64 +1,88 @@
-//! The Portcullis reference server, as a library so tests can serve it.
+//! The Portcullis reference server, as a library so tests can build it.
 //!
-//! An axum application protected by [`JwtLayer`], issuing its own tokens
-//! with [`TokenIssuer`] and keeping revocations in the embedded
-//! [`MemoryRevocationStore`]. Routes:
+//! An axum application behind the whole Portcullis pipeline, outermost
+//! first: audit → client IP → block list / rate limit → lockout (login
+//! route) → CAPTCHA (login route, when a provider is configured) → CSRF
+//! (cookie-authenticated unsafe requests) → JWT (bearer or session cookie)
+//! or API key → scope checks. Handlers stay thin: they read the
+//! [`Principal`] the layers put on the request and report an
+//! [`AuthOutcome`] where they check a password themselves.
+//!
+//! State lives where [`Backends::from_env`] says (SQLite file by default,
+//! PostgreSQL, Redis for counters and revocations), so the operator CLI
+//! acts on what this server sees. The application's own `users` table is
+//! created in the same database ([`users`]).
 //!
 //! | route | auth | what |
 //! | --- | --- | --- |
-//! | `GET /health` | none | liveness |
-//! | `GET /metrics` | none | Prometheus exposition (bind to loopback or protect it in production) |
-//! | `POST /auth/login` | none | `{"username","password"}` → access + refresh tokens |
-//! | `POST /auth/refresh` | none | `{"refresh_token"}` → a new pair (rotation, reuse detection) |
-//! | `POST /auth/logout` | none | `{"refresh_token"}` → ends that session |
-//! | `POST /auth/logout-all` | bearer | revokes every token of the caller |
-//! | `GET /api/me` | bearer | the caller's principal |
-//! | `GET /api/orders` | bearer + scope `orders:read` | sample data |
-//! | `GET /api/admin` | bearer + role `admin` | sample data |
-//!
-//! Every decision is audited ([`AuditLayer`], outermost): one seed-000-shaped
-//! JSON event per decision, written by the binary to stdout as JSON lines.
-//!
-//! The two demo accounts (`alice` / `wonderland`, `admin` / `portcullis`)
-//! exist only to make the server usable out of the box.
+//! | `POST /api/auth/signup` | none | `{email, name, password}` → 201 `{id, email, name}` |
+//! | `POST /api/auth/login` | none (lockout, CAPTCHA) | `{email, password}` → token pair, session and CSRF cookies |
+//! | `POST /api/auth/refresh` | none | `{refresh_token}` → a new pair (rotation, reuse detection) |
+//! | `POST /api/auth/logout` | bearer or cookie | revokes the access token and its refresh family |
+//! | `GET /api/me` | bearer, cookie or API key | `{id, kind, scopes}` |
+//! | `POST/GET /api/api-keys`, `DELETE /api/api-keys/{id}` | user (bearer or cookie) | the caller's API keys |
+//! | `GET /api/workflows` | scope `workflows:read` | sample data |
+//! | `POST /api/workflows` | scope `workflows:execute` | sample run |
+//! | `GET /metrics` | none | Prometheus text (bind to loopback or protect it) |
+//! | `GET /health`, `GET /health/detailed` | none | liveness; database, Redis, circuit breakers |
 
+pub mod config;
+pub mod users;
+
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use portcullis::api_key::{ApiKeyError, ApiKeyLayer, ApiKeys, NewApiKey};
 use portcullis::audit::prometheus::PrometheusHandle;
-use portcullis::audit::{AuditLayer, Auditor};
+use portcullis::audit::{AuditLayer, Auditor, JsonLinesSink};
+use portcullis::authenticate::{AuthenticateExt as _, AuthenticateLayer};
 use portcullis::authorize::RequireLayer;
-use portcullis::core::{AuditSink, MemoryAuditSink};
-use portcullis::jwt::{Algorithm, JwtLayer, SigningKey, TokenIssuer};
-use portcullis::rejection::{DefaultRejection, RespondToRejection};
-use portcullis::{
-    AuthMethod, AuthOutcome, ConfigError, FailureReason, MemoryRevocationStore, Principal,
-    PrincipalKind, Rejection,
+use portcullis::captcha::{CaptchaLayer, SiteVerify};
+use portcullis::circuit_breaker::{BreakerHandle, CircuitBreakerLayer};
+use portcullis::client_ip::ClientIpLayer;
+use portcullis::core::{
+    ApiKeyFilter, AttemptPolicy, BoxApiKeyStore, BoxAuditSink, FanOutSink, MemoryAttemptStore,
+    RevocationStore as _,
 };
+use portcullis::csrf::{CsrfLayer, CsrfSecret, SessionCookie};
+use portcullis::jwt::{Algorithm, JwtLayer, SigningKey, TokenIssuer, VerifyingKey};
+use portcullis::lockout::{IdentifierSource, LockoutLayer, RateLimit};
+use portcullis::rejection::{DefaultRejection, RespondToRejection};
+use portcullis::{AuthMethod, AuthOutcome, FailureReason, Principal, PrincipalKind, Rejection};
+use portcullis_cli::backends::Backends;
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
+use serde_json::{Value, json};
+use tower::Layer as _;
 
-/// The issuer name the demo signs tokens as.
+pub use config::Config;
+
+/// The issuer name the server signs tokens as.
 pub const ISSUER: &str = "portcullis-demo";
-/// The audience of the demo's access tokens.
-pub const AUDIENCE: &str = "demo-api";
+/// The audience of the server's access tokens.
+pub const AUDIENCE: &str = "portcullis-demo-api";
+/// The session cookie holding the access token for browser clients.
+pub const SESSION_COOKIE: &str = "portcullis_session";
+/// The header carrying a CAPTCHA token.
+pub const CAPTCHA_HEADER: &str = "x-captcha-token";
+/// The scopes every user gets.
+pub const USER_SCOPES: [&str; 2] = ["workflows:read", "workflows:execute"];
 
-/// Shared state: the token issuer (which owns the revocation store).
-#[derive(Clone, Debug)]
-pub struct AppState {
-    issuer: Arc<TokenIssuer>,
-}
+/// Anything that stops the server from starting.
+pub type StartError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The process-wide Prometheus recorder, installed on first use.
 ///
 /// # Errors
 ///
 /// When another global `metrics` recorder was installed first.
-pub fn metrics_handle() -> Result<PrometheusHandle, ConfigError> {
+pub fn metrics_handle() -> Result<PrometheusHandle, portcullis::ConfigError> {
     static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
     let mut slot = HANDLE.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(handle) = &*slot {
@@ -69,184 +93,729 @@ pub fn metrics_handle() -> Result<PrometheusHandle, ConfigError> {
     Ok(handle)
 }
 
-/// Builds the application around an HMAC `secret` (at least 32 bytes),
-/// keeping audit records in a bounded in-memory sink.
+/// A fresh random 256-bit secret, base64url-encoded.
+///
+/// # Errors
+///
+/// If the system random number generator fails.
+pub fn generate_secret() -> Result<String, StartError> {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| "the system random generator failed")?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn random_hex(bytes: usize) -> Result<String, StartError> {
+    use std::fmt::Write as _;
+    let mut buf = vec![0u8; bytes];
+    aws_lc_rs::rand::fill(&mut buf).map_err(|_| "the system random generator failed")?;
+    Ok(buf.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    }))
+}
+
+/// Password hashing: argon2id (the crate's defaults: 19 MiB, 2 passes),
+/// always on the blocking pool.
+mod password {
+    use argon2::Argon2;
+    use argon2::password_hash::{
+        PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString,
+    };
+
+    /// The PHC string for `password`.
+    pub(crate) fn hash(password: &str) -> Option<String> {
+        let mut salt = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut salt).ok()?;
+        let salt = SaltString::encode_b64(&salt).ok()?;
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .ok()
+            .map(|h| h.to_string())
+    }
+
+    /// Whether `password` matches `phc`.
+    pub(crate) fn verify(password: &str, phc: &str) -> bool {
+        PasswordHash::new(phc).is_ok_and(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
+/// What the built application exposes besides its router.
+#[derive(Debug)]
+pub struct App {
+    /// The router, to serve with `ConnectInfo<SocketAddr>`.
+    pub router: Router,
+    /// Whether the JWT secret is ephemeral (generated at start).
+    pub ephemeral_secret: bool,
+}
+
+struct Inner {
+    config: Config,
+    backends: Backends,
+    issuer: TokenIssuer,
+    keys: ApiKeys<BoxApiKeyStore>,
+    csrf: CsrfLayer,
+    dummy_hash: String,
+    breakers: Vec<BreakerHandle>,
+}
+
+#[derive(Clone)]
+struct AppState(Arc<Inner>);
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+/// Builds the application over `backends`, writing audit events as JSON
+/// lines to stdout and into the database.
 ///
 /// Must be called inside a Tokio runtime (the auditor spawns its writer).
 ///
 /// # Errors
 ///
-/// When the secret is weak or the layers cannot be configured.
-pub fn app(secret: &[u8]) -> Result<Router, ConfigError> {
-    app_with_audit(secret, MemoryAuditSink::new(1000))
+/// An invalid setting, or the `users` table cannot be created.
+pub async fn build(config: Config, backends: Backends) -> Result<App, StartError> {
+    let stdout = BoxAuditSink::new(JsonLinesSink::new(std::io::stdout()));
+    build_with_audit(config, backends, stdout).await
 }
 
-/// Builds the application, sending audit records to `sink`.
+/// Like [`build`], with `extra` receiving the audit records instead of
+/// stdout (the database always gets them too).
 ///
 /// # Errors
 ///
-/// When the secret is weak or the layers cannot be configured.
-pub fn app_with_audit(secret: &[u8], sink: impl AuditSink) -> Result<Router, ConfigError> {
+/// As [`build`].
+pub async fn build_with_audit(
+    config: Config,
+    backends: Backends,
+    extra: BoxAuditSink,
+) -> Result<App, StartError> {
+    users::migrate(&backends.database.any_pool())
+        .await
+        .map_err(|_| "cannot create the users table")?;
     let metrics = metrics_handle()?;
-    let auditor = Auditor::builder().sink(sink).build()?;
-    let store = Arc::new(MemoryRevocationStore::default());
-    let issuer = TokenIssuer::builder(
-        SigningKey::hmac(Algorithm::HS256, secret)?.with_kid("demo-1"),
+    let auditor = Auditor::builder()
+        .sink(FanOutSink::new(vec![extra, backends.audit.clone()]))
+        .build()?;
+
+    // Tokens.
+    let ephemeral_secret = config.jwt_secret.is_none();
+    let secret = match &config.jwt_secret {
+        Some(secret) => secret.clone(),
+        None => generate_secret()?.into_bytes(),
+    };
+    let mut issuer = TokenIssuer::builder(
+        SigningKey::hmac(Algorithm::HS256, &secret)?.with_kid("current"),
         ISSUER,
     )
     .audience(AUDIENCE)
-    .build(Arc::clone(&store))?;
+    .access_ttl(config.token_lifetime)
+    .refresh_ttl(config.refresh_lifetime);
+    // Old secrets verify what they signed for as long as a token can live.
+    let old_until = SystemTime::now() + config.refresh_lifetime;
+    for (i, old) in config.jwt_secret_old.iter().enumerate() {
+        issuer = issuer.fallback_key(
+            VerifyingKey::hmac(Algorithm::HS256, old)?.with_kid(format!("old-{i}")),
+            old_until,
+        );
+    }
+    let issuer = issuer.build(backends.revocations.clone())?;
     let jwt = JwtLayer::new(issuer.access_verifier().build()?)
         .with_realm("portcullis-demo")
-        .with_revocation(store);
-    let state = AppState {
-        issuer: Arc::new(issuer),
+        .with_cookie(SESSION_COOKIE)
+        .with_revocation(backends.revocations.clone());
+
+    // API keys (the CLI reads the same pepper).
+    let mut api_key = ApiKeyLayer::new(backends.api_keys.clone()).with_realm("portcullis-demo");
+    if let Some(pepper) = &config.api_key_pepper {
+        api_key = api_key.with_pepper(pepper)?;
+    }
+    let keys = api_key.keys();
+
+    // CSRF: cookie-authenticated unsafe requests need X-CSRF-Token; bearer
+    // and API-key requests without the session cookie are exempt. The token
+    // cookie is readable by scripts (double submit: the page echoes it).
+    let mut csrf = CsrfLayer::builder(CsrfSecret::new(hkdf(&secret, b"csrf"))?)
+        .trusted_origin(config.frontend_origin.clone())
+        .session(SessionCookie::new(SESSION_COOKIE))
+        .exempt_requests_without_ambient_credentials([SESSION_COOKIE])
+        .cookie_readable_by_scripts();
+    if !config.secure_cookies() {
+        csrf = csrf.insecure_cookie_for_http_development("portcullis_csrf");
+    }
+    let csrf = csrf.build()?;
+
+    // Rate limit (every route) and lockout (login route).
+    let rate = RateLimit::per_second(config.rate_limit_rps)?.with_burst(config.rate_limit_burst)?;
+    let mut guard = LockoutLayer::new(MemoryAttemptStore::new(10_000))
+        .with_block_list(backends.block_list.clone())
+        .with_rate_limit(rate)
+        // This layer only guards: failures are counted on the login route.
+        .with_account_policy(
+            AttemptPolicy::new(u32::MAX, Duration::from_secs(1), Duration::from_secs(1))
+                .with_max_consecutive(None),
+        )?
+        .with_account_ip_policy(None)?
+        .with_ip_policy(None)?;
+    let policy = AttemptPolicy::new(
+        config.lockout_max_attempts,
+        config.lockout_window,
+        config.lockout_duration,
+    );
+    let mut lockout = LockoutLayer::new(backends.attempts.clone())
+        .with_identifier(IdentifierSource::field("email"))
+        .with_block_list(backends.block_list.clone())
+        .with_rate_limit(rate)
+        .with_account_policy(policy)?;
+    if let Some(shared) = &backends.rate_limit {
+        guard = guard.with_shared_rate_limit(rate, shared.clone());
+        lockout = lockout.with_shared_rate_limit(rate, shared.clone());
+    }
+
+    // CAPTCHA, its siteverify client behind a circuit breaker.
+    let mut breakers = Vec::new();
+    let captcha = match &config.captcha {
+        Some(captcha) => {
+            let breaker = CircuitBreakerLayer::consecutive_failures(5, Duration::from_secs(30))?
+                .with_name("captcha_siteverify")
+                .with_call_timeout(Duration::from_secs(5));
+            breakers.push(breaker.handle());
+            let http = breaker.layer(
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http::<http_body_util::Full<Bytes>>(),
+            );
+            let mut verify = match captcha.provider {
+                config::CaptchaProvider::Turnstile => SiteVerify::turnstile(&captcha.secret),
+                config::CaptchaProvider::HCaptcha => SiteVerify::hcaptcha(
+                    &captcha.secret,
+                    captcha.sitekey.as_deref().unwrap_or_default(),
+                ),
+                config::CaptchaProvider::Recaptcha => SiteVerify::recaptcha_v2(&captcha.secret),
+            }
+            .any_hostname()
+            .client(http);
+            if let Some(url) = &captcha.verify_url {
+                verify = verify.verify_url(url)?;
+            }
+            Some(
+                CaptchaLayer::new(verify.build()?)
+                    .with_thresholds(config.captcha_after_failures, config.captcha_after_failures)
+                    .with_header(Some(HeaderName::from_static(CAPTCHA_HEADER))),
+            )
+        }
+        None => None,
     };
 
-    let api = Router::new()
-        .route("/api/me", get(me))
-        .route(
-            "/api/orders",
-            get(orders).layer(RequireLayer::scopes(["orders:read"])),
-        )
-        .route(
-            "/api/admin",
-            get(admin).layer(RequireLayer::roles(["admin"])),
-        )
-        .route("/auth/logout-all", post(logout_all))
-        .layer(jwt);
+    let dummy_hash = blocking(|| password::hash("not a real password, for timing"))
+        .await
+        .flatten()
+        .ok_or("cannot hash a password")?;
+    let trusted = config.trusted_proxies.clone();
+    let state = AppState(Arc::new(Inner {
+        config,
+        backends,
+        issuer,
+        keys,
+        csrf: csrf.clone(),
+        dummy_hash,
+        breakers,
+    }));
 
-    Ok(Router::new()
-        .route(
-            "/health",
-            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-        )
-        .route("/auth/login", post(login))
-        .route("/auth/refresh", post(refresh))
-        .route("/auth/logout", post(logout))
-        .merge(api)
-        .with_state(state)
+    let workflows = get(list_workflows)
+        .layer(RequireLayer::scopes(["workflows:read"]))
+        .merge(post(run_workflow).layer(RequireLayer::scopes(["workflows:execute"])));
+    let protected = Router::new()
+        .route("/api/me", get(me))
+        .route("/api/auth/logout", post(logout))
+        .route("/api/api-keys", post(create_key).get(list_keys))
+        .route("/api/api-keys/{id}", delete(delete_key))
+        .route("/api/workflows", workflows)
+        .layer(AuthenticateLayer::new(
+            jwt.authenticator().or(api_key.authenticator()),
+        ))
+        .layer(csrf);
+    let public = Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/health/detailed", get(health_detailed))
+        .route("/api/auth/signup", post(signup))
+        .route("/api/auth/refresh", post(refresh))
         .route(
             "/metrics",
             portcullis::audit::prometheus::metrics_route(metrics),
-        )
-        .layer(AuditLayer::new(auditor)))
+        );
+    let mut login = Router::new().route("/api/auth/login", post(login));
+    if let Some(captcha) = captcha {
+        login = login.layer(captcha);
+    }
+    let login = login.layer(lockout);
+
+    let router = public
+        .merge(protected)
+        .layer(guard)
+        .merge(login)
+        .with_state(state)
+        .layer(ClientIpLayer::new(trusted.clone()))
+        .layer(AuditLayer::new(auditor).with_trusted_proxies(trusted));
+    Ok(App {
+        router,
+        ephemeral_secret,
+    })
 }
 
-/// A fresh random 256-bit secret, base64url-encoded.
+/// A key for `purpose` derived from the JWT secret (HMAC-SHA256), so one
+/// secret configures the server without reusing it across primitives.
+fn hkdf(secret: &[u8], purpose: &[u8]) -> Vec<u8> {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
+    aws_lc_rs::hmac::sign(&key, purpose).as_ref().to_vec()
+}
+
+/// Serves `app` on `listener` until Ctrl-C.
 ///
-/// # Panics
+/// # Errors
 ///
-/// If the system random number generator fails.
-#[must_use]
-pub fn generate_secret() -> String {
-    use base64::Engine as _;
-    let mut bytes = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut bytes).expect("system RNG");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+/// The server failed.
+pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
 }
 
-#[derive(Deserialize)]
-struct Login {
-    username: String,
-    password: String,
-}
+// ---------------------------------------------------------------------------
+// Responses
 
-#[derive(Deserialize)]
-struct RefreshRequest {
-    refresh_token: String,
-}
-
-/// Demo accounts: (username, password, scopes, roles).
-const USERS: &[(&str, &str, &[&str], &[&str])] = &[
-    ("alice", "wonderland", &["orders:read"], &["user"]),
-    (
-        "admin",
-        "portcullis",
-        &["orders:read", "orders:write"],
-        &["admin"],
-    ),
-];
-
+/// `{"error", "error_description"}` for a Portcullis rejection, carrying
+/// the `Rejection` for the audit layer.
 fn reject(rejection: &Rejection) -> Response {
-    let mut response: Response =
-        DefaultRejection::new().respond(&axum::http::HeaderMap::new(), rejection);
+    let mut response: Response = DefaultRejection::new().respond(&HeaderMap::new(), rejection);
     response.extensions_mut().insert(rejection.clone());
     response
 }
 
-async fn login(State(state): State<AppState>, Json(login): Json<Login>) -> Response {
-    // Compare against every account so timing does not reveal which exist.
-    let mut found = None;
-    for (user, password, scopes, roles) in USERS {
-        let user_ok = user.as_bytes().ct_eq(login.username.as_bytes());
-        let password_ok = password.as_bytes().ct_eq(login.password.as_bytes());
-        if bool::from(user_ok & password_ok) {
-            found = Some((*user, *scopes, *roles));
-        }
-    }
-    let Some((user, scopes, roles)) = found else {
-        let outcome = AuthOutcome::failure(AuthMethod::Password, FailureReason::InvalidCredentials)
-            .with_identifier(login.username.chars().take(128).collect::<String>());
-        return (
-            Extension(outcome),
-            reject(&Rejection::new(FailureReason::InvalidCredentials)),
-        )
-            .into_response();
+/// `{"error", "error_description"}` for an application error.
+fn app_error(status: StatusCode, error: &str, description: &str) -> Response {
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({"error": error, "error_description": description})),
+    )
+        .into_response()
+}
+
+fn invalid_request(description: &str) -> Response {
+    app_error(StatusCode::BAD_REQUEST, "invalid_request", description)
+}
+
+fn unavailable() -> Response {
+    reject(&Rejection::new(FailureReason::UpstreamUnavailable))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Option<T> {
+    serde_json::from_slice(body).ok()
+}
+
+fn bad_body() -> Response {
+    invalid_request("the body must be the documented JSON object")
+}
+
+fn canonical_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+fn valid_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
     };
-    let principal = Principal::new(user, PrincipalKind::User)
-        .with_scopes(scopes.iter().copied())
-        .with_roles(roles.iter().copied());
-    match state.issuer.issue(&principal) {
-        Ok(pair) => (
-            Extension(AuthOutcome::success(AuthMethod::Password, user)),
-            Json(pair),
+    email.len() <= 254
+        && !local.is_empty()
+        && local.len() <= 64
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains('@')
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+// ---------------------------------------------------------------------------
+// Handlers
+
+#[derive(Deserialize)]
+struct SignupBody {
+    email: String,
+    name: String,
+    password: String,
+}
+
+async fn signup(State(state): State<AppState>, body: Bytes) -> Response {
+    let Some(body) = parse::<SignupBody>(&body) else {
+        return bad_body();
+    };
+    let email = canonical_email(&body.email);
+    if !valid_email(&email) {
+        return invalid_request("email is not a valid address");
+    }
+    let name = body.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return invalid_request("name must be 1 to 100 characters");
+    }
+    let length = body.password.chars().count();
+    if length < 8 {
+        return invalid_request("password must be at least 8 characters");
+    }
+    if body.password.len() > 1024 {
+        return invalid_request("password must be at most 1024 bytes");
+    }
+    let password = body.password;
+    let Some(Some(password_hash)) = blocking(move || password::hash(&password)).await else {
+        return unavailable();
+    };
+    let Ok(id) = random_hex(16).map(|h| format!("usr_{h}")) else {
+        return unavailable();
+    };
+    let user = users::User {
+        id,
+        email,
+        name,
+        password_hash,
+    };
+    match users::insert(&state.0.backends.database.any_pool(), &user).await {
+        Ok(()) => (
+            StatusCode::CREATED,
+            Json(json!({"id": user.id, "email": user.email, "name": user.name})),
         )
             .into_response(),
-        Err(err) => reject(&err.to_rejection()),
+        Err(users::UserError::EmailTaken) => app_error(
+            StatusCode::CONFLICT,
+            "email_taken",
+            "an account with this email exists",
+        ),
+        Err(users::UserError::Database) => unavailable(),
     }
 }
 
-async fn refresh(State(state): State<AppState>, Json(body): Json<RefreshRequest>) -> Response {
-    match state.issuer.refresh(&body.refresh_token).await {
-        Ok(pair) => Json(pair).into_response(),
-        Err(err) => reject(&err.to_rejection()),
-    }
+#[derive(Deserialize)]
+struct LoginBody {
+    email: String,
+    password: String,
 }
 
-async fn logout(State(state): State<AppState>, Json(body): Json<RefreshRequest>) -> Response {
-    match state.issuer.logout(&body.refresh_token).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(err) => reject(&err.to_rejection()),
-    }
-}
-
-async fn logout_all(State(state): State<AppState>, principal: Principal) -> Response {
-    match state
-        .issuer
-        .revoke_all_for_subject(principal.subject())
+async fn login(State(state): State<AppState>, body: Bytes) -> Response {
+    let Some(body) = parse::<LoginBody>(&body) else {
+        return bad_body();
+    };
+    let email = canonical_email(&body.email);
+    let Ok(user) = users::by_email(&state.0.backends.database.any_pool(), &email).await else {
+        return unavailable();
+    };
+    // Unknown emails verify against a dummy hash: the same work, the same
+    // answer.
+    let phc = user
+        .as_ref()
+        .map_or_else(|| state.0.dummy_hash.clone(), |u| u.password_hash.clone());
+    let password = body.password;
+    let matches = blocking(move || password::verify(&password, &phc))
         .await
-    {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(_) => reject(&Rejection::new(FailureReason::UpstreamUnavailable)),
+        .unwrap_or(false);
+    let user = match user {
+        Some(user) if matches => user,
+        _ => {
+            let mut res = reject(&Rejection::new(FailureReason::InvalidCredentials));
+            AuthOutcome::failure(AuthMethod::Password, FailureReason::InvalidCredentials)
+                .with_identifier(email)
+                .attach(&mut res);
+            return res;
+        }
+    };
+    let principal = Principal::new(&user.id, PrincipalKind::User).with_scopes(USER_SCOPES);
+    let pair = match state.0.issuer.issue(&principal) {
+        Ok(pair) => pair,
+        Err(err) => return reject(&err.to_rejection()),
+    };
+    let Ok(csrf_token) = state.0.csrf.mint_token(&pair.access_token) else {
+        return unavailable();
+    };
+    let secure = if state.0.config.secure_cookies() {
+        "; Secure"
+    } else {
+        ""
+    };
+    let session = format!(
+        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+        pair.access_token, pair.expires_in
+    );
+    let csrf = format!(
+        "{}={csrf_token}; Path=/; SameSite=Lax; Max-Age={}{secure}",
+        state.0.csrf.cookie_name(),
+        pair.expires_in
+    );
+    let mut res = Json(json!({
+        "access_token": pair.access_token,
+        "refresh_token": pair.refresh_token,
+        "token_type": pair.token_type,
+        "expires_in": pair.expires_in,
+    }))
+    .into_response();
+    for cookie in [session, csrf] {
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            res.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    AuthOutcome::success(AuthMethod::Password, user.id)
+        .with_identifier(email)
+        .attach(&mut res);
+    res
+}
+
+#[derive(Deserialize)]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+async fn refresh(State(state): State<AppState>, body: Bytes) -> Response {
+    let Some(body) = parse::<RefreshBody>(&body) else {
+        return bad_body();
+    };
+    match state.0.issuer.refresh(&body.refresh_token).await {
+        Ok(pair) => (
+            [(header::CACHE_CONTROL, "no-store")],
+            Json(json!({
+                "access_token": pair.access_token,
+                "refresh_token": pair.refresh_token,
+                "token_type": pair.token_type,
+                "expires_in": pair.expires_in,
+            })),
+        )
+            .into_response(),
+        Err(err) => {
+            let mut res = reject(&err.to_rejection());
+            AuthOutcome::failure(AuthMethod::Jwt, err.reason()).attach(&mut res);
+            res
+        }
     }
 }
 
-async fn me(principal: Principal) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "subject": principal.subject(),
+#[derive(Deserialize)]
+struct FamilyClaim {
+    fam: Option<String>,
+}
+
+async fn logout(State(state): State<AppState>, principal: Principal) -> Response {
+    if principal.kind() != PrincipalKind::User || principal.token_id().is_none() {
+        return invalid_request("log out with the access token of a session");
+    }
+    if state
+        .0
+        .issuer
+        .revoke_access_token(&principal)
+        .await
+        .is_err()
+    {
+        return unavailable();
+    }
+    if let Ok(FamilyClaim { fam: Some(family) }) = principal.claims::<FamilyClaim>() {
+        let until =
+            SystemTime::now() + state.0.config.refresh_lifetime + state.0.config.token_lifetime;
+        if state
+            .0
+            .backends
+            .revocations
+            .revoke_family(&family, until)
+            .await
+            .is_err()
+        {
+            return unavailable();
+        }
+    }
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    for cookie in [
+        format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"),
+        format!(
+            "{}=; Path=/; SameSite=Lax; Max-Age=0",
+            state.0.csrf.cookie_name()
+        ),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            res.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    res
+}
+
+async fn me(principal: Principal) -> Json<Value> {
+    Json(json!({
+        "id": principal.subject(),
         "kind": principal.kind().as_str(),
         "scopes": principal.scopes().collect::<Vec<_>>(),
-        "roles": principal.roles().collect::<Vec<_>>(),
     }))
 }
 
-async fn orders(principal: Principal) -> Json<serde_json::Value> {
-    Json(
-        serde_json::json!({"owner": principal.subject(), "orders": [{"id": 1, "item": "portcullis"}]}),
-    )
+/// API keys are managed by their (human) owner, never by another key.
+fn is_user(principal: &Principal) -> bool {
+    principal.kind() == PrincipalKind::User
 }
 
-async fn admin(principal: Principal) -> Json<serde_json::Value> {
-    Json(serde_json::json!({"admin": principal.subject(), "message": "welcome to the gatehouse"}))
+fn forbidden() -> Response {
+    reject(&Rejection::new(FailureReason::InsufficientPermissions))
+}
+
+fn unix(t: Option<SystemTime>) -> Value {
+    t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(Value::Null, |d| json!(d.as_secs()))
+}
+
+#[derive(Deserialize)]
+struct NewKeyBody {
+    name: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+    expires_in_seconds: Option<u64>,
+}
+
+async fn create_key(State(state): State<AppState>, principal: Principal, body: Bytes) -> Response {
+    if !is_user(&principal) {
+        return forbidden();
+    }
+    let Some(body) = parse::<NewKeyBody>(&body) else {
+        return bad_body();
+    };
+    // A key never grants more than its owner has.
+    if !body.scopes.iter().all(|s| principal.has_scope(s)) {
+        return forbidden();
+    }
+    let mut new = NewApiKey::new(principal.subject(), body.name).with_scopes(body.scopes);
+    match body.expires_in_seconds {
+        Some(0) => return invalid_request("expires_in_seconds must be at least 1"),
+        Some(secs) => new = new.expires_in(Duration::from_secs(secs)),
+        None => {}
+    }
+    match state.0.keys.create(new).await {
+        Ok(created) => {
+            let info = created.info();
+            let body = json!({
+                "id": info.key_id,
+                "key": created.key(),
+                "name": info.name,
+                "scopes": info.scopes,
+                "expires_at": unix(info.expires_at),
+            });
+            (
+                StatusCode::CREATED,
+                [(header::CACHE_CONTROL, "no-store")],
+                Json(body),
+            )
+                .into_response()
+        }
+        Err(ApiKeyError::Invalid { field, reason }) => {
+            invalid_request(&format!("{field} {reason}"))
+        }
+        Err(_) => unavailable(),
+    }
+}
+
+async fn list_keys(State(state): State<AppState>, principal: Principal) -> Response {
+    if !is_user(&principal) {
+        return forbidden();
+    }
+    let filter = ApiKeyFilter::active()
+        .owner(principal.subject())
+        .limit(1000);
+    match state.0.keys.list(&filter).await {
+        Ok(keys) => Json(json!({
+            "keys": keys.iter().map(|k| json!({
+                "id": k.key_id,
+                "name": k.name,
+                "scopes": k.scopes,
+                "created_at": unix(Some(k.created_at)),
+                "expires_at": unix(k.expires_at),
+                "last_used_at": unix(k.last_used_at),
+            })).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(_) => unavailable(),
+    }
+}
+
+async fn delete_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Response {
+    if !is_user(&principal) {
+        return forbidden();
+    }
+    let not_found = || app_error(StatusCode::NOT_FOUND, "not_found", "no such API key");
+    match state.0.keys.get(&id).await {
+        Ok(Some(info)) if info.owner == principal.subject() => {}
+        Ok(_) | Err(ApiKeyError::NotFound | ApiKeyError::Invalid { .. }) => return not_found(),
+        Err(_) => return unavailable(),
+    }
+    match state.0.keys.revoke(&id).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(ApiKeyError::NotFound) => not_found(),
+        Err(_) => unavailable(),
+    }
+}
+
+async fn list_workflows(principal: Principal) -> Json<Value> {
+    Json(json!({
+        "owner": principal.subject(),
+        "workflows": [
+            {"id": "wf_nightly_report", "name": "Nightly report"},
+            {"id": "wf_rotate_keys", "name": "Rotate keys"},
+        ],
+    }))
+}
+
+async fn run_workflow(principal: Principal) -> Response {
+    let Ok(run) = random_hex(8) else {
+        return unavailable();
+    };
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({"run_id": format!("run_{run}"), "owner": principal.subject(), "status": "queued"})),
+    )
+        .into_response()
+}
+
+async fn health_detailed(State(state): State<AppState>) -> Response {
+    let backends = &state.0.backends;
+    let database = backends.database.ping().await;
+    let mut healthy = database;
+    let mut body = json!({
+        "database": {"engine": backends.database.engine(), "status": if database { "ok" } else { "down" }},
+    });
+    if let Some(redis) = &backends.redis {
+        let up = redis.ping().await.is_ok();
+        healthy &= up;
+        body["redis"] = json!({"status": if up { "ok" } else { "down" }});
+    }
+    body["circuit_breakers"] = state
+        .0
+        .breakers
+        .iter()
+        .map(|b| json!({"name": b.name(), "state": b.state().as_str()}))
+        .collect();
+    body["status"] = json!(if healthy { "ok" } else { "degraded" });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }

@@ -1,66 +1,90 @@
-//! Runs the Portcullis reference server on its embedded defaults.
-//!
-//! `PORTCULLIS_DEMO_ADDR` sets the listen address (default `127.0.0.1:3000`)
-//! and `PORTCULLIS_JWT_SECRET` the HMAC signing secret (default: a random
-//! secret generated at start, so tokens do not survive a restart).
+//! Runs the Portcullis reference server. Zero configuration: state in
+//! `portcullis-demo.db` (SQLite) and an ephemeral JWT secret; every
+//! variable is listed in the crate docs and README.
 
-use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use portcullis_cli::backends::Backends;
+use portcullis_demo::{Config, build, serve};
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr: SocketAddr = std::env::var("PORTCULLIS_DEMO_ADDR")
-        .unwrap_or_else(|_| "127.0.0.1:3000".to_owned())
-        .parse()?;
-    let (secret, origin) = match std::env::var("PORTCULLIS_JWT_SECRET") {
-        Ok(secret) => (secret, "from PORTCULLIS_JWT_SECRET"),
-        Err(_) => (
-            demo::generate_secret(),
-            "generated at start; set PORTCULLIS_JWT_SECRET to keep tokens across restarts",
-        ),
-    };
-    // One JSON line per security event on stdout, as in seed 000:
-    //   cargo run -p demo | jq -r 'select(.event == "security.auth_failure") | .context.failure_reason'
-    let app = demo::app_with_audit(
-        secret.as_bytes(),
-        portcullis::audit::JsonLinesSink::new(std::io::stdout()),
-    )?;
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            report_error(&err);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(clippy::print_stderr)] // the binary's one error line
+fn report_error(err: &portcullis_demo::StartError) {
+    eprintln!("portcullis-demo: {err}");
+}
+
+async fn run() -> Result<(), portcullis_demo::StartError> {
+    let config = Config::from_env().map_err(|e| format!("invalid configuration: {e}"))?;
+    let backends = Backends::from_env().await.map_err(|e| {
+        format!("cannot open the state (PORTCULLIS_DATABASE_URL / PORTCULLIS_REDIS_URL): {e}")
+    })?;
+    let engine = backends.database.engine();
+    let redis = backends.redis.is_some();
+    let addr = config.addr;
+    let app = build(config, backends).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} (PORTCULLIS_DEMO_ADDR): {e}"))?;
     let base = format!("http://{}", listener.local_addr()?);
-    let banner = format!(
-        "Portcullis demo listening on {base} (signing secret {origin})
+    banner(&base, engine, redis, app.ephemeral_secret);
+    serve(listener, app.router).await?;
+    Ok(())
+}
 
-Get a token pair:
-  curl -s -X POST {base}/auth/login -H 'content-type: application/json' \\
-       -d '{{\"username\":\"alice\",\"password\":\"wonderland\"}}'
+#[allow(clippy::print_stdout, clippy::print_stderr)] // the startup banner and warning
+fn banner(base: &str, engine: &str, redis: bool, ephemeral: bool) {
+    if ephemeral {
+        eprintln!(
+            "\n\
+             ************************************************************************\n\
+             WARNING: PORTCULLIS_JWT_SECRET is not set. Tokens are signed with an\n\
+             ephemeral secret generated at start: every token dies with this process,\n\
+             and several instances cannot verify each other's tokens. Set one with\n\
+               export PORTCULLIS_JWT_SECRET=$(portcullis secret generate)\n\
+             ************************************************************************\n"
+        );
+    }
+    let state = if redis {
+        format!("{engine} + redis")
+    } else {
+        engine.to_owned()
+    };
+    // Printed to stderr: stdout carries one JSON security event per line,
+    // for `jq`.
+    eprintln!(
+        "Portcullis demo listening on {base} (state: {state})
 
-Call a protected route with the access token:
-  TOKEN=$(curl -s -X POST {base}/auth/login -H 'content-type: application/json' \\
-          -d '{{\"username\":\"alice\",\"password\":\"wonderland\"}}' | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')
-  curl -i {base}/api/me -H \"authorization: Bearer $TOKEN\"
-  curl -i {base}/api/orders -H \"authorization: Bearer $TOKEN\"
-  curl -i {base}/api/admin -H \"authorization: Bearer $TOKEN\"   # 403: alice is not an admin
+Sign up and log in:
+  curl -s -X POST {base}/api/auth/signup -H 'content-type: application/json' \\
+       -d '{{\"email\":\"alice@example.com\",\"name\":\"Alice\",\"password\":\"correct horse battery\"}}'
+  TOKEN=$(curl -s -X POST {base}/api/auth/login -H 'content-type: application/json' \\
+       -d '{{\"email\":\"alice@example.com\",\"password\":\"correct horse battery\"}}' | jq -r .access_token)
 
-Without a token:
-  curl -i {base}/api/me
+Call the API:
+  curl -s {base}/api/me -H \"authorization: Bearer $TOKEN\"
+  curl -s {base}/api/workflows -H \"authorization: Bearer $TOKEN\"
+  curl -s -X POST {base}/api/workflows -H \"authorization: Bearer $TOKEN\"
 
-Metrics (Prometheus text) and the audit trail (JSON lines on this terminal):
+An API key with one scope (shown once), then use it:
+  KEY=$(curl -s -X POST {base}/api/api-keys -H \"authorization: Bearer $TOKEN\" \\
+       -H 'content-type: application/json' -d '{{\"name\":\"ci\",\"scopes\":[\"workflows:read\"]}}' | jq -r .key)
+  curl -s {base}/api/workflows -H \"x-api-key: $KEY\"
+  curl -s -X POST {base}/api/workflows -H \"x-api-key: $KEY\"   # 403 insufficient_permissions
+
+Health, metrics and the audit trail (JSON lines on stdout):
+  curl -s {base}/health/detailed
   curl -s {base}/metrics | grep portcullis_auth
-
-Refresh (rotation; replaying an old refresh token revokes the session):
-  curl -s -X POST {base}/auth/refresh -H 'content-type: application/json' -d '{{\"refresh_token\":\"...\"}}'
+  cargo run -p portcullis-demo | jq -r 'select(.event == \"security.auth_failure\") | .context.failure_reason'
 "
     );
-    #[allow(clippy::print_stdout)]
-    {
-        println!("{banner}");
-    }
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
-    Ok(())
 }

@@ -1,0 +1,375 @@
+//! The server's configuration, read from the environment (names as in the
+//! seeds). Every value is checked at start: an invalid one is a clear
+//! message and a non-zero exit, never a silent default.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use portcullis::core::TrustedProxies;
+
+/// The default listen address.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8000";
+/// The shortest JWT secret accepted, in bytes.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Which CAPTCHA provider checks tokens, if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaptchaProvider {
+    /// Cloudflare Turnstile.
+    Turnstile,
+    /// hCaptcha (needs `PORTCULLIS_CAPTCHA_SITEKEY`).
+    HCaptcha,
+    /// Google reCAPTCHA v2.
+    Recaptcha,
+}
+
+/// A configured CAPTCHA.
+#[derive(Clone)]
+pub struct CaptchaConfig {
+    /// The provider.
+    pub provider: CaptchaProvider,
+    /// The provider's secret.
+    pub secret: String,
+    /// The site key (hCaptcha).
+    pub sitekey: Option<String>,
+    /// Where tokens are verified (the provider's siteverify URL by default).
+    pub verify_url: Option<String>,
+}
+
+impl fmt::Debug for CaptchaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CaptchaConfig")
+            .field("provider", &self.provider)
+            .field("secret", &"<redacted>")
+            .field("verify_url", &self.verify_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything the server reads from its environment (the state's location
+/// is read by [`Backends::from_env`](portcullis_cli::backends::Backends::from_env)).
+#[derive(Clone)]
+pub struct Config {
+    /// `PORTCULLIS_DEMO_ADDR` (default `127.0.0.1:8000`).
+    pub addr: SocketAddr,
+    /// `PORTCULLIS_JWT_SECRET`; `None` means an ephemeral secret.
+    pub jwt_secret: Option<Vec<u8>>,
+    /// `PORTCULLIS_JWT_SECRET_OLD`: comma-separated previous secrets, still
+    /// accepted for verification during a rotation.
+    pub jwt_secret_old: Vec<Vec<u8>>,
+    /// `PORTCULLIS_TOKEN_LIFETIME_SECONDS` (900).
+    pub token_lifetime: Duration,
+    /// `PORTCULLIS_REFRESH_TOKEN_LIFETIME_SECONDS` (604800).
+    pub refresh_lifetime: Duration,
+    /// `PORTCULLIS_LOCKOUT_MAX_ATTEMPTS` (5).
+    pub lockout_max_attempts: u32,
+    /// `PORTCULLIS_LOCKOUT_WINDOW_SECONDS` (300).
+    pub lockout_window: Duration,
+    /// `PORTCULLIS_LOCKOUT_DURATION_SECONDS` (1800).
+    pub lockout_duration: Duration,
+    /// `PORTCULLIS_CAPTCHA_AFTER_FAILURES` (3).
+    pub captcha_after_failures: u32,
+    /// `PORTCULLIS_CAPTCHA_PROVIDER` (`none`) with `PORTCULLIS_CAPTCHA_SECRET`,
+    /// `PORTCULLIS_CAPTCHA_SITEKEY` and `PORTCULLIS_CAPTCHA_VERIFY_URL`.
+    pub captcha: Option<CaptchaConfig>,
+    /// `PORTCULLIS_TRUSTED_PROXIES`: comma-separated addresses or CIDRs.
+    pub trusted_proxies: TrustedProxies,
+    /// `PORTCULLIS_FRONTEND_ORIGIN`: the browser origin trusted for CSRF
+    /// (default: this server's own `http://` origin).
+    pub frontend_origin: String,
+    /// `PORTCULLIS_RATE_LIMIT_RPS` (50 per client address).
+    pub rate_limit_rps: u32,
+    /// `PORTCULLIS_RATE_LIMIT_BURST` (100).
+    pub rate_limit_burst: u32,
+    /// `PORTCULLIS_API_KEY_PEPPER` (HMAC digests when set).
+    pub api_key_pepper: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("addr", &self.addr)
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<set>"))
+            .field("jwt_secret_old", &self.jwt_secret_old.len())
+            .field("token_lifetime", &self.token_lifetime)
+            .field("refresh_lifetime", &self.refresh_lifetime)
+            .field("lockout_max_attempts", &self.lockout_max_attempts)
+            .field("lockout_window", &self.lockout_window)
+            .field("lockout_duration", &self.lockout_duration)
+            .field("captcha_after_failures", &self.captcha_after_failures)
+            .field("captcha", &self.captcha)
+            .field("frontend_origin", &self.frontend_origin)
+            .field("rate_limit_rps", &self.rate_limit_rps)
+            .field("rate_limit_burst", &self.rate_limit_burst)
+            .field(
+                "api_key_pepper",
+                &self.api_key_pepper.as_ref().map(|_| "<set>"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// An invalid setting: which variable, and what is wrong (never its value,
+/// which may be a secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The variable.
+    pub var: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.var, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    ///
+    /// # Errors
+    ///
+    /// The first invalid variable.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// Reads variables through `get` (tests pass a map).
+    ///
+    /// # Errors
+    ///
+    /// The first invalid variable.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let addr: SocketAddr = match get("PORTCULLIS_DEMO_ADDR") {
+            Some(v) => v.trim().parse().map_err(|_| {
+                invalid(
+                    "PORTCULLIS_DEMO_ADDR",
+                    "must be an address and port such as 127.0.0.1:8000",
+                )
+            })?,
+            None => DEFAULT_ADDR
+                .parse()
+                .map_err(|_| invalid("PORTCULLIS_DEMO_ADDR", "the built-in default is invalid"))?,
+        };
+        let jwt_secret = match get("PORTCULLIS_JWT_SECRET") {
+            Some(s) => Some(secret("PORTCULLIS_JWT_SECRET", &s)?),
+            None => None,
+        };
+        let jwt_secret_old = match get("PORTCULLIS_JWT_SECRET_OLD") {
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| secret("PORTCULLIS_JWT_SECRET_OLD", s))
+                .collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
+        let seconds = |var: &'static str, default: u64| -> Result<Duration, ConfigError> {
+            let n = number(var, get(var), default)?;
+            if n == 0 {
+                return Err(invalid(var, "must be at least 1"));
+            }
+            Ok(Duration::from_secs(n))
+        };
+        let count = |var: &'static str, default: u32, min: u32| -> Result<u32, ConfigError> {
+            let n = number(var, get(var), u64::from(default))?;
+            let n = u32::try_from(n).map_err(|_| invalid(var, "is too large"))?;
+            if n < min {
+                return Err(invalid(var, format!("must be at least {min}")));
+            }
+            Ok(n)
+        };
+        let token_lifetime = seconds("PORTCULLIS_TOKEN_LIFETIME_SECONDS", 900)?;
+        let refresh_lifetime = seconds("PORTCULLIS_REFRESH_TOKEN_LIFETIME_SECONDS", 604_800)?;
+        if refresh_lifetime < token_lifetime {
+            return Err(invalid(
+                "PORTCULLIS_REFRESH_TOKEN_LIFETIME_SECONDS",
+                "must not be shorter than PORTCULLIS_TOKEN_LIFETIME_SECONDS",
+            ));
+        }
+        let lockout_max_attempts = count("PORTCULLIS_LOCKOUT_MAX_ATTEMPTS", 5, 1)?;
+        let lockout_window = seconds("PORTCULLIS_LOCKOUT_WINDOW_SECONDS", 300)?;
+        let lockout_duration = seconds("PORTCULLIS_LOCKOUT_DURATION_SECONDS", 1800)?;
+        let captcha_after_failures = count("PORTCULLIS_CAPTCHA_AFTER_FAILURES", 3, 0)?;
+        let captcha = captcha(&get)?;
+        let trusted_proxies = match get("PORTCULLIS_TRUSTED_PROXIES") {
+            Some(list) => {
+                TrustedProxies::new(list.split(',').map(str::trim).filter(|s| !s.is_empty()))
+                    .map_err(|e| invalid("PORTCULLIS_TRUSTED_PROXIES", e.to_string()))?
+            }
+            None => TrustedProxies::none(),
+        };
+        let frontend_origin = match get("PORTCULLIS_FRONTEND_ORIGIN") {
+            Some(origin) => origin_of("PORTCULLIS_FRONTEND_ORIGIN", &origin)?,
+            None => format!("http://{addr}"),
+        };
+        let rate_limit_rps = count("PORTCULLIS_RATE_LIMIT_RPS", 50, 1)?;
+        let rate_limit_burst = count("PORTCULLIS_RATE_LIMIT_BURST", 100, 1)?;
+        let api_key_pepper = match get("PORTCULLIS_API_KEY_PEPPER") {
+            Some(p) if p.len() < 16 => {
+                return Err(invalid(
+                    "PORTCULLIS_API_KEY_PEPPER",
+                    "must be at least 16 bytes",
+                ));
+            }
+            Some(p) => Some(p.into_bytes()),
+            None => None,
+        };
+        Ok(Self {
+            addr,
+            jwt_secret,
+            jwt_secret_old,
+            token_lifetime,
+            refresh_lifetime,
+            lockout_max_attempts,
+            lockout_window,
+            lockout_duration,
+            captcha_after_failures,
+            captcha,
+            trusted_proxies,
+            frontend_origin,
+            rate_limit_rps,
+            rate_limit_burst,
+            api_key_pepper,
+        })
+    }
+
+    /// Whether cookies need `Secure` (the frontend is served over https).
+    #[must_use]
+    pub fn secure_cookies(&self) -> bool {
+        self.frontend_origin.starts_with("https://")
+    }
+}
+
+fn secret(var: &'static str, value: &str) -> Result<Vec<u8>, ConfigError> {
+    if value.len() < MIN_SECRET_BYTES {
+        return Err(invalid(
+            var,
+            format!(
+                "is {} bytes; at least {MIN_SECRET_BYTES} are required (generate one with `portcullis secret generate`)",
+                value.len()
+            ),
+        ));
+    }
+    Ok(value.as_bytes().to_vec())
+}
+
+fn number(var: &'static str, value: Option<String>, default: u64) -> Result<u64, ConfigError> {
+    match value {
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| invalid(var, "must be a whole number")),
+        None => Ok(default),
+    }
+}
+
+fn origin_of(var: &'static str, value: &str) -> Result<String, ConfigError> {
+    let value = value.trim().trim_end_matches('/');
+    let rest = value
+        .strip_prefix("https://")
+        .or_else(|| value.strip_prefix("http://"))
+        .ok_or_else(|| invalid(var, "must start with http:// or https://"))?;
+    if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
+        return Err(invalid(
+            var,
+            "must be an origin (scheme, host and optional port), such as https://app.example.org",
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+fn captcha(get: &impl Fn(&str) -> Option<String>) -> Result<Option<CaptchaConfig>, ConfigError> {
+    const VAR: &str = "PORTCULLIS_CAPTCHA_PROVIDER";
+    let provider = match get(VAR).as_deref().map(str::trim) {
+        None | Some("none") => return Ok(None),
+        Some("turnstile") => CaptchaProvider::Turnstile,
+        Some("hcaptcha") => CaptchaProvider::HCaptcha,
+        Some("recaptcha") => CaptchaProvider::Recaptcha,
+        Some(_) => {
+            return Err(invalid(
+                VAR,
+                "must be one of none, turnstile, hcaptcha, recaptcha",
+            ));
+        }
+    };
+    let secret = get("PORTCULLIS_CAPTCHA_SECRET").ok_or_else(|| {
+        invalid(
+            "PORTCULLIS_CAPTCHA_SECRET",
+            "is required when a CAPTCHA provider is set",
+        )
+    })?;
+    let sitekey = get("PORTCULLIS_CAPTCHA_SITEKEY");
+    if provider == CaptchaProvider::HCaptcha && sitekey.is_none() {
+        return Err(invalid(
+            "PORTCULLIS_CAPTCHA_SITEKEY",
+            "is required with hcaptcha",
+        ));
+    }
+    Ok(Some(CaptchaConfig {
+        provider,
+        secret,
+        sitekey,
+        verify_url: get("PORTCULLIS_CAPTCHA_VERIFY_URL"),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn with(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_need_nothing() {
+        let config = with(&[]).expect("defaults");
+        assert_eq!(config.addr.to_string(), DEFAULT_ADDR);
+        assert!(config.jwt_secret.is_none());
+        assert_eq!(config.token_lifetime, Duration::from_secs(900));
+        assert_eq!(config.lockout_max_attempts, 5);
+        assert_eq!(config.frontend_origin, "http://127.0.0.1:8000");
+        assert!(config.captcha.is_none());
+    }
+
+    #[test]
+    fn short_secret_is_refused_without_echoing_it() {
+        let err = with(&[("PORTCULLIS_JWT_SECRET", "hunter2hunter2")]).expect_err("short");
+        assert_eq!(err.var, "PORTCULLIS_JWT_SECRET");
+        assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("PORTCULLIS_DEMO_ADDR", "nowhere"),
+            ("PORTCULLIS_TOKEN_LIFETIME_SECONDS", "0"),
+            ("PORTCULLIS_LOCKOUT_MAX_ATTEMPTS", "five"),
+            ("PORTCULLIS_CAPTCHA_PROVIDER", "clippy"),
+            ("PORTCULLIS_TRUSTED_PROXIES", "10.0.0.0/99"),
+            ("PORTCULLIS_FRONTEND_ORIGIN", "app.example.org"),
+            ("PORTCULLIS_RATE_LIMIT_RPS", "0"),
+        ] {
+            assert_eq!(with(&[(var, value)]).expect_err(var).var, var);
+        }
+        let err = with(&[("PORTCULLIS_CAPTCHA_PROVIDER", "turnstile")]).expect_err("no secret");
+        assert_eq!(err.var, "PORTCULLIS_CAPTCHA_SECRET");
+    }
+}
