@@ -202,6 +202,15 @@ async fn is_revoked(
         .unwrap()
 }
 
+/// `(action, details)` of every audit record.
+async fn audit_rows(backends: &Backends) -> Vec<(String, String)> {
+    const SELECT: &str = "SELECT action, details FROM audit_logs ORDER BY id";
+    match backends.database.any_pool() {
+        Pool::Sqlite(pool) => sqlx::query_as(SELECT).fetch_all(&pool).await.unwrap(),
+        Pool::Postgres(pool) => sqlx::query_as(SELECT).fetch_all(&pool).await.unwrap(),
+    }
+}
+
 /// Everything that touches state, on one deployment.
 async fn full_flow(d: &Deployment) {
     let backends = d.backends().await;
