@@ -93,10 +93,13 @@ impl State {
     }
 }
 
-fn operator_record(event: EventKind, now: SystemTime, detail: &'static str) -> AuditRecord {
+/// An audit record of an operator's action: `message` says what was done
+/// (the event's default message describes a request decision instead).
+fn operator_record(event: EventKind, now: SystemTime, message: &'static str) -> AuditRecord {
     let mut record = AuditRecord::new(event, now, trace_id());
     record.layer = Some("cli");
-    record.detail = Some(detail.into());
+    record.message = message.into();
+    record.detail = Some("operator action with the portcullis CLI".into());
     record
 }
 
@@ -236,7 +239,11 @@ async fn keys(out: &Out, state: &State, cmd: KeysCommand) -> Result<(), Failure>
             }
             let created = keys.create(new).await.map_err(|e| key_failure(&e))?;
             let info = created.info();
-            let mut record = operator_record(EventKind::ApiKeyCreated, now, "created with the CLI");
+            let mut record = operator_record(
+                EventKind::ApiKeyCreated,
+                now,
+                "API key created by an operator",
+            );
             record.user_id = audit_user(&info.owner);
             state.audit(record).await;
             let mut doc = key_json(info, now);
@@ -297,7 +304,11 @@ async fn keys(out: &Out, state: &State, cmd: KeysCommand) -> Result<(), Failure>
         KeysCommand::Revoke { key } => {
             let id = key_id_of(&keys, &key);
             let info = keys.revoke(&id).await.map_err(|e| key_failure(&e))?;
-            let mut record = operator_record(EventKind::ApiKeyRevoked, now, "revoked with the CLI");
+            let mut record = operator_record(
+                EventKind::ApiKeyRevoked,
+                now,
+                "API key revoked by an operator",
+            );
             record.user_id = audit_user(&info.owner);
             state.audit(record).await;
             let text = format!(
@@ -311,7 +322,11 @@ async fn keys(out: &Out, state: &State, cmd: KeysCommand) -> Result<(), Failure>
             let id = key_id_of(&keys, &key);
             let rotated = keys.rotate(&id, grace).await.map_err(|e| key_failure(&e))?;
             let new = rotated.created.info();
-            let mut record = operator_record(EventKind::ApiKeyCreated, now, "rotated with the CLI");
+            let mut record = operator_record(
+                EventKind::ApiKeyCreated,
+                now,
+                "API key rotated by an operator (new key created)",
+            );
             record.user_id = audit_user(&new.owner);
             state.audit(record).await;
             let doc = json!({
@@ -402,7 +417,7 @@ async fn tokens_revoke(out: &Out, state: &State, target: TokenTarget) -> Result<
         let mut record = operator_record(
             EventKind::TokenRevoked,
             now,
-            "every token of the user revoked with the CLI",
+            "Every token of the user revoked by an operator",
         );
         record.user_id = audit_user(&id);
         state.audit(record).await;
@@ -431,7 +446,7 @@ async fn tokens_revoke(out: &Out, state: &State, target: TokenTarget) -> Result<
             .audit(operator_record(
                 EventKind::TokenRevoked,
                 now,
-                "token revoked by jti with the CLI",
+                "Token revoked by an operator",
             ))
             .await;
         let text = if newly {
@@ -562,8 +577,11 @@ async fn lockout(out: &Out, state: &State, cmd: LockoutCommand) -> Result<(), Fa
         LockoutCommand::Unlock { account } => {
             let event = admin.unlock(&account).await.map_err(failed)?;
             if let Some(event) = &event {
-                let mut record =
-                    operator_record(EventKind::AccountUnlocked, now, "unlocked with the CLI");
+                let mut record = operator_record(
+                    EventKind::AccountUnlocked,
+                    now,
+                    "Account unlocked by an operator",
+                );
                 record.user_id = event.identifier().and_then(audit_user);
                 state.audit(record).await;
             }
@@ -580,7 +598,7 @@ async fn lockout(out: &Out, state: &State, cmd: LockoutCommand) -> Result<(), Fa
                 let mut record = operator_record(
                     EventKind::AccountUnlocked,
                     now,
-                    "address unlocked with the CLI",
+                    "Address unlocked by an operator",
                 );
                 record.ip_address = Some(ip);
                 state.audit(record).await;
@@ -600,7 +618,11 @@ async fn lockout(out: &Out, state: &State, cmd: LockoutCommand) -> Result<(), Fa
             let Some(event) = event else {
                 return Err(Failure::new("the account is empty once canonicalised"));
             };
-            let mut record = operator_record(EventKind::AccountLocked, now, "locked with the CLI");
+            let mut record = operator_record(
+                EventKind::AccountLocked,
+                now,
+                "Account locked by an operator",
+            );
             record.user_id = event.identifier().and_then(audit_user);
             record.until = event.until();
             state.audit(record).await;
@@ -660,7 +682,11 @@ async fn blocklist(out: &Out, state: &State, cmd: BlocklistCommand) -> Result<()
                 .await
                 .map_err(failed)?;
             let until = duration.map(|d| now + d);
-            let mut record = operator_record(EventKind::IpBlocked, now, "blocked with the CLI");
+            let mut record = operator_record(
+                EventKind::IpBlocked,
+                now,
+                "IP address or network added to the block list by an operator",
+            );
             record.ip_address = Some(net.addr());
             record.until = until;
             state.audit(record).await;
