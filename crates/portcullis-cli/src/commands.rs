@@ -304,6 +304,8 @@ async fn keys(out: &Out, state: &State, cmd: KeysCommand) -> Result<(), Failure>
         KeysCommand::Revoke { key } => {
             let id = key_id_of(&keys, &key);
             let info = keys.revoke(&id).await.map_err(|e| key_failure(&e))?;
+            // The state as of after the change: the store stamped it after `now`.
+            let now = SystemTime::now();
             let mut record = operator_record(
                 EventKind::ApiKeyRevoked,
                 now,
@@ -321,6 +323,7 @@ async fn keys(out: &Out, state: &State, cmd: KeysCommand) -> Result<(), Failure>
         KeysCommand::Rotate { key, grace } => {
             let id = key_id_of(&keys, &key);
             let rotated = keys.rotate(&id, grace).await.map_err(|e| key_failure(&e))?;
+            let now = SystemTime::now();
             let new = rotated.created.info();
             let mut record = operator_record(
                 EventKind::ApiKeyCreated,

@@ -515,6 +515,28 @@ async fn full_flow(d: &Deployment) {
         table.contains("ip_blocks") && table.contains("total"),
         "{table}"
     );
+
+    // --- every change is in the deployment's audit log, without emails.
+    let rows = audit_rows(&backends).await;
+    let actions: Vec<&str> = rows.iter().map(|(a, _)| a.as_str()).collect();
+    for action in [
+        "security.api_key_created",
+        "security.api_key_revoked",
+        "security.ip_blocked",
+        "security.account_unlocked",
+        "security.account_locked",
+        "security.token_revoked",
+    ] {
+        assert!(actions.contains(&action), "{action} not in {actions:?}");
+    }
+    for (_, details) in &rows {
+        assert!(
+            !details.contains("@example.com"),
+            "an email in the audit log: {details}"
+        );
+        assert!(!details.contains(&key), "a key in the audit log");
+        assert!(details.contains("\"layer\":\"cli\""), "{details}");
+    }
 }
 
 #[tokio::test]
