@@ -1,0 +1,860 @@
+//! End to end: the real `portcullis-demo` binary on a free loopback port,
+//! driven over HTTP through its whole contract — on a temporary SQLite
+//! database, then on PostgreSQL + Redis when `PORTCULLIS_TEST_POSTGRES_URL`
+//! and `PORTCULLIS_TEST_REDIS_URL` are set. When the operator CLI has been
+//! built (`target/debug/portcullis`), it unlocks an account and revokes a
+//! user's tokens while the server runs.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)] // test code: a failure is a test failure
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::extract::Form;
+use axum::routing::post;
+use axum::{Json, Router};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+
+const JWT_SECRET: &str = "e2e-secret-of-at-least-thirty-two-bytes!!";
+const PASSWORD: &str = "correct horse battery";
+/// The JWT layer caches revocation answers this long (its default).
+const REVOCATION_CACHE: Duration = Duration::from_millis(2100);
+
+/// Where a server keeps its state.
+#[derive(Clone, Debug)]
+struct State {
+    database_url: String,
+    redis: Option<(String, String)>,
+}
+
+struct Server {
+    base: String,
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    state: State,
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: hyper::HeaderMap,
+    text: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or(Value::Null)
+    }
+    fn error(&self) -> String {
+        self.json()["error"].as_str().unwrap_or_default().to_owned()
+    }
+    fn cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+impl Server {
+    async fn start(state: &State, env: &[(&str, &str)]) -> Self {
+        let addr = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis-demo"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("PORTCULLIS_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("PORTCULLIS_DEMO_ADDR", addr.to_string())
+            .env("PORTCULLIS_DATABASE_URL", &state.database_url)
+            .env("PORTCULLIS_JWT_SECRET", JWT_SECRET);
+        if let Some((url, prefix)) = &state.redis {
+            cmd.env("PORTCULLIS_REDIS_URL", url)
+                .env("PORTCULLIS_REDIS_PREFIX", prefix);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::clone(&stdout);
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let server = Self {
+            base: format!("http://{addr}"),
+            child,
+            stdout,
+            state: state.clone(),
+            http: Client::builder(TokioExecutor::new()).build_http(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let req = hyper::Request::get(format!("{}/health", server.base))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            if let Ok(res) = server.http.request(req).await
+                && res.status() == 200
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the demo did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        server
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let body = match body {
+            Some(v) => {
+                req = req.header("content-type", "application/json");
+                Full::new(Bytes::from(v.to_string()))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let res = self.http.request(req.body(body).unwrap()).await.unwrap();
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            headers,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    /// A client whose connections come from `ip` (another loopback address).
+    fn from_address(&self, ip: &str) -> Client<HttpConnector, Full<Bytes>> {
+        let mut connector = HttpConnector::new();
+        connector.set_local_address(Some(ip.parse().unwrap()));
+        Client::builder(TokioExecutor::new()).build(connector)
+    }
+
+    async fn login_via(
+        &self,
+        client: &Client<HttpConnector, Full<Bytes>>,
+        email: &str,
+        password: &str,
+    ) -> Reply {
+        let body = json!({"email": email, "password": password}).to_string();
+        let req = hyper::Request::post(format!("{}/api/auth/login", self.base))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let res = client.request(req).await.unwrap();
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            headers,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    async fn bearer(&self, method: &str, path: &str, token: &str) -> Reply {
+        let auth = format!("Bearer {token}");
+        self.call(method, path, &[("authorization", &auth)], None)
+            .await
+    }
+
+    async fn signup(&self, email: &str) -> String {
+        let reply = self
+            .call(
+                "POST",
+                "/api/auth/signup",
+                &[],
+                Some(json!({"email": email, "name": "E2E", "password": PASSWORD})),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{reply:?}");
+        let body = reply.json();
+        assert_eq!(body["email"], email);
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn login(&self, email: &str, password: &str, captcha: Option<&str>) -> Reply {
+        let headers: Vec<(&str, &str)> = captcha
+            .map(|t| vec![("x-captcha-token", t)])
+            .unwrap_or_default();
+        self.call(
+            "POST",
+            "/api/auth/login",
+            &headers,
+            Some(json!({"email": email, "password": password})),
+        )
+        .await
+    }
+
+    async fn tokens(&self, email: &str) -> (String, String) {
+        let reply = self.login(email, PASSWORD, None).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let pair = reply.json();
+        (
+            pair["access_token"].as_str().unwrap().to_owned(),
+            pair["refresh_token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    async fn refresh(&self, refresh_token: &str) -> Reply {
+        self.call(
+            "POST",
+            "/api/auth/refresh",
+            &[],
+            Some(json!({"refresh_token": refresh_token})),
+        )
+        .await
+    }
+
+    fn events(&self) -> Vec<Value> {
+        self.stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Runs the operator CLI on this server's state, if it has been built.
+    fn cli(&self, args: &[&str]) -> Option<std::process::Output> {
+        let exe = cli_path()?;
+        let mut cmd = Command::new(exe);
+        for (key, _) in std::env::vars() {
+            if key.starts_with("PORTCULLIS_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("PORTCULLIS_DATABASE_URL", &self.state.database_url);
+        if let Some((url, prefix)) = &self.state.redis {
+            cmd.env("PORTCULLIS_REDIS_URL", url)
+                .env("PORTCULLIS_REDIS_PREFIX", prefix);
+        }
+        Some(cmd.args(args).output().unwrap())
+    }
+}
+
+/// `target/debug/portcullis`, next to this test's demo binary.
+fn cli_path() -> Option<PathBuf> {
+    let demo = PathBuf::from(env!("CARGO_BIN_EXE_portcullis-demo"));
+    let cli = demo.parent()?.join("portcullis");
+    if cli.exists() {
+        return Some(cli);
+    }
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED the CLI steps: build it first (cargo build -p portcullis-cli)"
+    );
+    None
+}
+
+fn cookie_pair(set_cookie: &[String], name: &str) -> String {
+    set_cookie
+        .iter()
+        .find(|c| c.starts_with(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} cookie in {set_cookie:?}"))
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// Signup, login, /api/me, workflows, refresh, reuse, logout, API keys,
+/// CSRF in cookie mode, metrics, health.
+async fn contract(state: &State) {
+    let server = Server::start(state, &[]).await;
+    let email = format!("{}@example.com", portcullis_test::unique_name("alice"));
+
+    // Signup.
+    let id = server.signup(&email).await;
+    assert!(id.starts_with("usr_"), "{id}");
+    let again = server
+        .call(
+            "POST",
+            "/api/auth/signup",
+            &[],
+            Some(json!({"email": email.to_uppercase(), "name": "Again", "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!((again.status, again.error().as_str()), (409, "email_taken"));
+    for body in [
+        json!({"email": "not-an-email", "name": "X", "password": PASSWORD}),
+        json!({"email": "short@example.com", "name": "X", "password": "seven77"}),
+        json!({"email": "x@example.com"}),
+    ] {
+        let reply = server
+            .call("POST", "/api/auth/signup", &[], Some(body))
+            .await;
+        assert_eq!(
+            (reply.status, reply.error().as_str()),
+            (400, "invalid_request"),
+            "{reply:?}"
+        );
+        assert!(reply.json()["error_description"].is_string());
+    }
+
+    // Wrong password and unknown email: the same answer.
+    let wrong = server.login(&email, "wrong password", None).await;
+    let unknown = server
+        .login("nobody@example.com", "wrong password", None)
+        .await;
+    assert_eq!(
+        (wrong.status, wrong.error().as_str()),
+        (401, "invalid_credentials")
+    );
+    assert_eq!((wrong.status, &wrong.text), (unknown.status, &unknown.text));
+
+    // Login: a pair and the browser cookies.
+    let reply = server.login(&email, PASSWORD, None).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let pair = reply.json();
+    assert_eq!(pair["expires_in"], 900);
+    assert!(
+        pair["token_type"]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case("bearer")
+    );
+    let cookies = reply.cookies();
+    let session = cookie_pair(&cookies, "portcullis_session");
+    let csrf = cookie_pair(&cookies, "portcullis_csrf");
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("portcullis_session=") && c.contains("HttpOnly"))
+    );
+    let access = pair["access_token"].as_str().unwrap().to_owned();
+    let refresh = pair["refresh_token"].as_str().unwrap().to_owned();
+
+    // The API with the bearer token.
+    let me = server.bearer("GET", "/api/me", &access).await;
+    assert_eq!(me.status, 200, "{me:?}");
+    assert_eq!(
+        me.json(),
+        json!({"id": id, "kind": "user", "scopes": ["workflows:read", "workflows:execute"]})
+    );
+    let anonymous = server.call("GET", "/api/me", &[], None).await;
+    assert_eq!(
+        (anonymous.status, anonymous.error().as_str()),
+        (401, "missing_token")
+    );
+    assert_eq!(
+        server.bearer("GET", "/api/workflows", &access).await.status,
+        200
+    );
+    assert_eq!(
+        server
+            .bearer("POST", "/api/workflows", &access)
+            .await
+            .status,
+        202
+    );
+    // The refresh token is not an access token.
+    assert_eq!(server.bearer("GET", "/api/me", &refresh).await.status, 401);
+
+    // Cookie mode: CSRF on unsafe requests.
+    let cookie = format!("{session}; {csrf}");
+    let token = csrf.split_once('=').unwrap().1.to_owned();
+    let reply = server
+        .call("GET", "/api/me", &[("cookie", &cookie)], None)
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let reply = server
+        .call("POST", "/api/workflows", &[("cookie", &cookie)], None)
+        .await;
+    assert_eq!(
+        (reply.status, reply.error().as_str()),
+        (403, "csrf_missing"),
+        "{reply:?}"
+    );
+    let reply = server
+        .call(
+            "POST",
+            "/api/workflows",
+            &[
+                ("cookie", &cookie),
+                ("x-csrf-token", "0".repeat(64).as_str()),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 403, "{reply:?}");
+    let reply = server
+        .call(
+            "POST",
+            "/api/workflows",
+            &[("cookie", &cookie), ("x-csrf-token", &token)],
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+
+    // Refresh: rotation, then reuse revokes the whole family.
+    let rotated = server.refresh(&refresh).await;
+    assert_eq!(rotated.status, 200, "{rotated:?}");
+    let next_access = rotated.json()["access_token"].as_str().unwrap().to_owned();
+    let next_refresh = rotated.json()["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        server.bearer("GET", "/api/me", &next_access).await.status,
+        200
+    );
+    let reuse = server.refresh(&refresh).await;
+    assert_eq!(
+        (reuse.status, reuse.error().as_str()),
+        (401, "token_revoked")
+    );
+    let family = server.refresh(&next_refresh).await;
+    assert_eq!(
+        (family.status, family.error().as_str()),
+        (401, "token_revoked")
+    );
+    tokio::time::sleep(REVOCATION_CACHE).await;
+    for token in [&access, &next_access] {
+        let reply = server.bearer("GET", "/api/me", token).await;
+        assert_eq!(
+            (reply.status, reply.error().as_str()),
+            (401, "token_revoked")
+        );
+    }
+
+    // Logout: the access token and its refresh family.
+    let (access, refresh) = server.tokens(&email).await;
+    assert_eq!(
+        server
+            .bearer("POST", "/api/auth/logout", &access)
+            .await
+            .status,
+        204
+    );
+    tokio::time::sleep(REVOCATION_CACHE).await;
+    let reply = server.bearer("GET", "/api/me", &access).await;
+    assert_eq!(
+        (reply.status, reply.error().as_str()),
+        (401, "token_revoked")
+    );
+    let reply = server.refresh(&refresh).await;
+    assert_eq!(
+        (reply.status, reply.error().as_str()),
+        (401, "token_revoked")
+    );
+
+    // API keys.
+    let (access, _) = server.tokens(&email).await;
+    let auth = format!("Bearer {access}");
+    let created = server
+        .call(
+            "POST",
+            "/api/api-keys",
+            &[("authorization", &auth)],
+            Some(json!({"name": "ci", "scopes": ["workflows:read"], "expires_in_seconds": 3600})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let created = created.json();
+    let key = created["key"].as_str().unwrap().to_owned();
+    let key_id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["name"], "ci");
+    assert_eq!(created["scopes"], json!(["workflows:read"]));
+    let too_much = server
+        .call(
+            "POST",
+            "/api/api-keys",
+            &[("authorization", &auth)],
+            Some(json!({"name": "root", "scopes": ["admin"]})),
+        )
+        .await;
+    assert_eq!(
+        (too_much.status, too_much.error().as_str()),
+        (403, "insufficient_permissions")
+    );
+    let listed = server
+        .call("GET", "/api/api-keys", &[("authorization", &auth)], None)
+        .await;
+    assert_eq!(listed.status, 200);
+    assert!(!listed.text.contains(&key), "the list shows no secret");
+    let keys = listed.json()["keys"].as_array().unwrap().clone();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(keys[0]["id"], key_id.as_str());
+    assert!(keys[0].get("key").is_none());
+
+    let with_key = [("x-api-key", key.as_str())];
+    let me = server.call("GET", "/api/me", &with_key, None).await;
+    assert_eq!(me.status, 200, "{me:?}");
+    assert_eq!(me.json()["id"], id.as_str());
+    assert_eq!(me.json()["scopes"], json!(["workflows:read"]));
+    assert_ne!(me.json()["kind"], "user");
+    assert_eq!(
+        server
+            .call("GET", "/api/workflows", &with_key, None)
+            .await
+            .status,
+        200
+    );
+    let denied = server.call("POST", "/api/workflows", &with_key, None).await;
+    assert_eq!(
+        (denied.status, denied.error().as_str()),
+        (403, "insufficient_permissions")
+    );
+    let denied = server.call("GET", "/api/api-keys", &with_key, None).await;
+    assert_eq!(denied.status, 403, "a key does not manage keys");
+    let deleted = server
+        .call(
+            "DELETE",
+            &format!("/api/api-keys/{key_id}"),
+            &[("authorization", &auth)],
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, 204, "{deleted:?}");
+    let gone = server.call("GET", "/api/me", &with_key, None).await;
+    assert_eq!(gone.status, 401, "{gone:?}");
+    let again = server
+        .call(
+            "DELETE",
+            &format!("/api/api-keys/{key_id}"),
+            &[("authorization", &auth)],
+            None,
+        )
+        .await;
+    assert!(again.status == 204 || again.status == 404, "{again:?}");
+
+    // The CLI revokes every token of the user while the server runs.
+    if let Some(out) = server.cli(&["tokens", "revoke", "--user", &id]) {
+        assert!(out.status.success(), "{out:?}");
+        tokio::time::sleep(REVOCATION_CACHE).await;
+        let reply = server.bearer("GET", "/api/me", &access).await;
+        assert_eq!(
+            (reply.status, reply.error().as_str()),
+            (401, "token_revoked")
+        );
+    }
+
+    // Metrics, health, audit.
+    let metrics = server.call("GET", "/metrics", &[], None).await;
+    assert_eq!(metrics.status, 200);
+    for series in [
+        r#"portcullis_auth_failures_total{reason="invalid_credentials",method="password"}"#,
+        r#"portcullis_auth_success_total{method="password"}"#,
+        "portcullis_requests_total",
+    ] {
+        assert!(metrics.text.contains(series), "missing {series}");
+    }
+    assert!(!metrics.text.contains(&email), "no email in a label");
+    promtool_check(&metrics.text);
+    let health = server.call("GET", "/health", &[], None).await;
+    assert_eq!(health.json(), json!({"status": "ok"}));
+    let detailed = server.call("GET", "/health/detailed", &[], None).await;
+    assert_eq!(detailed.status, 200, "{detailed:?}");
+    let detailed = detailed.json();
+    assert_eq!(detailed["status"], "ok");
+    assert_eq!(detailed["database"]["status"], "ok");
+    if state.redis.is_some() {
+        assert_eq!(detailed["redis"]["status"], "ok");
+    } else {
+        assert!(detailed.get("redis").is_none());
+    }
+    assert!(detailed["circuit_breakers"].is_array());
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events = server.events();
+    assert!(
+        events.iter().any(|e| e["event"] == "security.auth_failure"
+            && e["context"]["failure_reason"] == "invalid_credentials"),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|e| e["event"] == "security.auth_success"));
+    let stdout = server.stdout.lock().unwrap().join("\n");
+    for secret in [email.as_str(), PASSWORD, key.as_str(), access.as_str()] {
+        assert!(!stdout.contains(secret), "a secret or email on stdout");
+    }
+}
+
+/// Lockout after the configured failures; the CLI unlocks.
+async fn lockout(state: &State) {
+    let server = Server::start(state, &[("PORTCULLIS_LOCKOUT_MAX_ATTEMPTS", "3")]).await;
+    let email = format!("{}@example.com", portcullis_test::unique_name("bob"));
+    server.signup(&email).await;
+    for _ in 0..3 {
+        let reply = server.login(&email, "wrong password", None).await;
+        assert_eq!(reply.status, 401, "{reply:?}");
+    }
+    let locked = server.login(&email, PASSWORD, None).await;
+    assert_eq!(
+        (locked.status, locked.error().as_str()),
+        (429, "account_locked"),
+        "{locked:?}"
+    );
+    let retry: u64 = locked.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=1800).contains(&retry), "{retry}");
+    // The same answer for a wrong password while locked.
+    let wrong = server.login(&email, "wrong password", None).await;
+    assert_eq!(
+        (wrong.status, wrong.error()),
+        (429, "account_locked".to_owned())
+    );
+
+    // From another address the account is locked too (the account lock),
+    // until an operator unlocks it; the address that was guessing stays
+    // locked out for this account (the account+address counter).
+    let elsewhere = server.from_address("127.0.0.2");
+    let reply = server.login_via(&elsewhere, &email, PASSWORD).await;
+    assert_eq!(
+        (reply.status, reply.error().as_str()),
+        (429, "account_locked")
+    );
+    if let Some(out) = server.cli(&["lockout", "unlock", &email]) {
+        assert!(out.status.success(), "{out:?}");
+        let reply = server.login_via(&elsewhere, &email, PASSWORD).await;
+        assert_eq!(reply.status, 200, "after unlock: {reply:?}");
+        let reply = server.login(&email, PASSWORD, None).await;
+        assert_eq!(reply.status, 429, "the guessing address: {reply:?}");
+    }
+}
+
+/// CAPTCHA after the configured failures, against a fake siteverify.
+async fn captcha(state: &State) {
+    let fake = fake_siteverify().await;
+    let server = Server::start(
+        state,
+        &[
+            ("PORTCULLIS_CAPTCHA_PROVIDER", "turnstile"),
+            ("PORTCULLIS_CAPTCHA_SECRET", "0x4AAAAAAAe2e-demo-secret"),
+            ("PORTCULLIS_CAPTCHA_VERIFY_URL", &fake),
+            ("PORTCULLIS_CAPTCHA_AFTER_FAILURES", "2"),
+            ("PORTCULLIS_LOCKOUT_MAX_ATTEMPTS", "10"),
+        ],
+    )
+    .await;
+    let email = format!("{}@example.com", portcullis_test::unique_name("carol"));
+    server.signup(&email).await;
+    for _ in 0..2 {
+        assert_eq!(
+            server.login(&email, "wrong password", None).await.status,
+            401
+        );
+    }
+    let reply = server.login(&email, PASSWORD, None).await;
+    assert_eq!(
+        (reply.status, reply.error().as_str()),
+        (403, "captcha_required"),
+        "{reply:?}"
+    );
+    let reply = server
+        .login(&email, PASSWORD, Some("bad-token-0123456789"))
+        .await;
+    assert_eq!(
+        (reply.status, reply.error().as_str()),
+        (403, "captcha_invalid"),
+        "{reply:?}"
+    );
+    let reply = server
+        .login(&email, PASSWORD, Some("good-token-0123456789"))
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+
+    let detailed = server
+        .call("GET", "/health/detailed", &[], None)
+        .await
+        .json();
+    assert_eq!(
+        detailed["circuit_breakers"],
+        json!([{"name": "captcha_siteverify", "state": "closed"}])
+    );
+}
+
+/// A siteverify endpoint on loopback: tokens starting `good` pass.
+async fn fake_siteverify() -> String {
+    async fn verify(Form(form): Form<std::collections::HashMap<String, String>>) -> Json<Value> {
+        let token = form.get("response").cloned().unwrap_or_default();
+        if token.starts_with("good") {
+            Json(json!({
+                "success": true,
+                "challenge_ts": portcullis::core::audit::rfc3339(SystemTime::now()),
+                "hostname": "localhost",
+                "action": "",
+                "cdata": "",
+            }))
+        } else {
+            Json(json!({"success": false, "error-codes": ["invalid-input-response"]}))
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().route("/siteverify", post(verify));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/siteverify")
+}
+
+/// `promtool check metrics`, when promtool is installed (required in CI).
+fn promtool_check(text: &str) {
+    use std::io::Write as _;
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is required in CI (Debian package prometheus)"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED promtool check metrics: promtool not installed"
+        );
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Makes a fresh, isolated state for each scenario (counters per address
+/// would otherwise carry over from one scenario to the next).
+enum Backend {
+    Sqlite(PathBuf),
+    Postgres {
+        url: String,
+        pool: portcullis_sqlx::sqlx::PgPool,
+        redis: String,
+        schemas: Mutex<Vec<String>>,
+    },
+}
+
+impl Backend {
+    async fn state(&self, scenario: &str) -> State {
+        use portcullis_sqlx::sqlx;
+        match self {
+            Self::Sqlite(dir) => State {
+                database_url: format!("sqlite://{}", dir.join(format!("{scenario}.db")).display()),
+                redis: None,
+            },
+            Self::Postgres {
+                url,
+                pool,
+                redis,
+                schemas,
+            } => {
+                let schema = portcullis_test::unique_name("demo_e2e");
+                // `schema` is ours: letters, digits and `_` from unique_name.
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                    .execute(pool)
+                    .await
+                    .unwrap();
+                schemas.lock().unwrap().push(schema.clone());
+                let separator = if url.contains('?') { '&' } else { '?' };
+                State {
+                    database_url: format!("{url}{separator}options=-csearch_path%3D{schema}"),
+                    redis: Some((redis.clone(), portcullis_test::unique_name("demo-e2e"))),
+                }
+            }
+        }
+    }
+
+    async fn clean_up(&self) {
+        use portcullis_sqlx::sqlx;
+        match self {
+            Self::Sqlite(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Self::Postgres { pool, schemas, .. } => {
+                let schemas = std::mem::take(&mut *schemas.lock().unwrap());
+                for schema in schemas {
+                    let _ =
+                        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                            .execute(pool)
+                            .await;
+                }
+            }
+        }
+    }
+}
+
+async fn run_all(backend: &Backend) {
+    contract(&backend.state("contract").await).await;
+    lockout(&backend.state("lockout").await).await;
+    captcha(&backend.state("captcha").await).await;
+    backend.clean_up().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_contract_on_sqlite() {
+    let dir = std::env::temp_dir().join(portcullis_test::unique_name("portcullis-demo-e2e"));
+    std::fs::create_dir_all(&dir).unwrap();
+    run_all(&Backend::Sqlite(dir)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_contract_on_postgres_and_redis() {
+    let case = "portcullis-demo e2e on PostgreSQL + Redis";
+    let Some(url) = portcullis_test::backend_url("PORTCULLIS_TEST_POSTGRES_URL", case) else {
+        return;
+    };
+    let Some(redis) = portcullis_test::backend_url("PORTCULLIS_TEST_REDIS_URL", case) else {
+        return;
+    };
+    let pool = portcullis_sqlx::sqlx::PgPool::connect(&url).await.unwrap();
+    run_all(&Backend::Postgres {
+        url,
+        pool,
+        redis,
+        schemas: Mutex::new(Vec::new()),
+    })
+    .await;
+}
