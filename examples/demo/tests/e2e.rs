@@ -165,7 +165,7 @@ impl Server {
     }
 
     /// A client whose connections come from `ip` (another loopback address).
-    fn from_address(&self, ip: &str) -> Client<HttpConnector, Full<Bytes>> {
+    fn client_bound_to(ip: &str) -> Client<HttpConnector, Full<Bytes>> {
         let mut connector = HttpConnector::new();
         connector.set_local_address(Some(ip.parse().unwrap()));
         Client::builder(TokioExecutor::new()).build(connector)
@@ -641,7 +641,7 @@ async fn lockout(state: &State) {
     // From another address the account is locked too (the account lock),
     // until an operator unlocks it; the address that was guessing stays
     // locked out for this account (the account+address counter).
-    let elsewhere = server.from_address("127.0.0.2");
+    let elsewhere = Server::client_bound_to("127.0.0.2");
     let reply = server.login_via(&elsewhere, &email, PASSWORD).await;
     assert_eq!(
         (reply.status, reply.error().as_str()),
