@@ -52,7 +52,7 @@ struct Cli {
 /// Options every command takes.
 #[derive(Debug, Args)]
 struct Global {
-    /// The database: sqlite://<path> or postgres://… (never printed).
+    /// The database: sqlite://PATH or postgres://… (never printed).
     #[arg(
         long,
         global = true,
