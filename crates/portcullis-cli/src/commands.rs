@@ -13,7 +13,7 @@ use portcullis::core::{
     RevocationStore as _, StoreError,
 };
 use portcullis::lockout::{LockoutAdmin, LockoutLayer};
-use portcullis_cli::backends::{Backends, Pool};
+use portcullis_cli::backends::{Backends, DEFAULT_DATABASE_URL, DEFAULT_REDIS_PREFIX, Pool};
 use serde_json::{Value, json};
 
 use crate::duration::{format_duration, relative, rfc3339};
@@ -60,8 +60,18 @@ struct State {
 
 impl State {
     async fn open(global: &Global) -> Result<Self, Failure> {
-        let redis = global.redis_url.as_deref().filter(|u| !u.is_empty());
-        let backends = Backends::open(&global.database_url, redis, &global.redis_prefix)
+        // Empty values count as unset, as in `Backends::from_env`.
+        let non_empty = |v: &str, default: &'static str| {
+            if v.trim().is_empty() {
+                default.to_owned()
+            } else {
+                v.to_owned()
+            }
+        };
+        let database = non_empty(&global.database_url, DEFAULT_DATABASE_URL);
+        let prefix = non_empty(&global.redis_prefix, DEFAULT_REDIS_PREFIX);
+        let redis = global.redis_url.as_deref().filter(|u| !u.trim().is_empty());
+        let backends = Backends::open(&database, redis, &prefix)
             .await
             .map_err(|e| Failure(format!("cannot open the deployment's state: {e}")))?;
         let layer = LockoutLayer::new(backends.attempts.clone())

@@ -39,8 +39,11 @@ settings as the server, so the CLI acts on what the running server sees.
 
 Exit codes: 0 success, 1 the command failed, 2 invalid command line.";
 
+// No `Debug` on the command-line types: they hold database URLs (with
+// passwords), tokens given to `jwt inspect`, account names.
+
 /// The Portcullis operator CLI.
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(name = "portcullis", version, about, after_help = EXAMPLES)]
 struct Cli {
     #[command(flatten)]
@@ -50,7 +53,7 @@ struct Cli {
 }
 
 /// Options every command takes.
-#[derive(Debug, Args)]
+#[derive(Args)]
 struct Global {
     /// The database: sqlite://PATH or postgres://… (never printed).
     #[arg(
@@ -82,7 +85,7 @@ struct Global {
     json: bool,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum Command {
     /// Create, list, revoke and rotate API keys.
     #[command(subcommand)]
@@ -110,7 +113,7 @@ enum Command {
     Jwt(JwtCommand),
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum KeysCommand {
     /// Create a key; the key is printed once and cannot be shown again.
     #[command(
@@ -160,7 +163,7 @@ enum KeysCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum TokensCommand {
     /// Revoke every token of a user (--user) or one token (--jti).
     #[command(
@@ -169,7 +172,7 @@ enum TokensCommand {
     Revoke(TokenTarget),
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 #[group(required = true, multiple = false)]
 struct TokenTarget {
     /// A user id (`usr_…`) or email: every token issued to it until now.
@@ -180,7 +183,7 @@ struct TokenTarget {
     jti: Option<String>,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum LockoutCommand {
     /// Accounts and addresses locked now.
     #[command(after_help = "Example:\n  portcullis lockout list")]
@@ -218,7 +221,7 @@ enum LockoutCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum BlocklistCommand {
     /// Block an address or network (requests get 403 ip_blocked).
     #[command(
@@ -236,7 +239,7 @@ enum BlocklistCommand {
     List,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 #[command(group(clap::ArgGroup::new("how_long").required(true).args(["duration", "permanent"])))]
 struct BlockAdd {
     /// An address (`203.0.113.7`) or a network (`203.0.113.0/24`).
@@ -252,7 +255,7 @@ struct BlockAdd {
     reason: String,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum AttemptsCommand {
     /// The accounts and addresses with the most failures in a window.
     #[command(after_help = "Example:\n  portcullis attempts top --window 15m --limit 20")]
@@ -267,7 +270,7 @@ enum AttemptsCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum SecretCommand {
     /// Random bytes from the OS, base64url without padding.
     #[command(
@@ -280,7 +283,7 @@ enum SecretCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum JwtCommand {
     /// Decode a JWT's header and claims WITHOUT verifying it; the signature is redacted.
     #[command(

@@ -613,6 +613,32 @@ async fn the_environment_names_the_state_when_flags_do_not() {
 }
 
 #[test]
+fn empty_variables_count_as_unset_like_backends_from_env() {
+    let d = Deployment::sqlite();
+    let mut cmd = Command::new(BIN);
+    for var in ENV {
+        cmd.env_remove(var);
+    }
+    let out = cmd
+        .current_dir(&d.dir.0)
+        .env("PORTCULLIS_DATABASE_URL", "")
+        .env("PORTCULLIS_REDIS_URL", "")
+        .env("PORTCULLIS_REDIS_PREFIX", "")
+        .args(["--json", "keys", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        d.dir.0.join("portcullis-demo.db").exists(),
+        "the default database in the working directory"
+    );
+}
+
+#[test]
 fn a_pepper_from_the_environment_changes_the_digest_not_the_commands() {
     let d = Deployment::sqlite();
     let out = d
