@@ -359,17 +359,73 @@ pub async fn build_with_audit(
     }
     let login = login.layer(lockout);
 
+    let origin = HeaderValue::from_str(&state.0.config.frontend_origin)
+        .map_err(|_| "PORTCULLIS_FRONTEND_ORIGIN is not a valid header value")?;
     let router = public
         .merge(protected)
         .layer(guard)
         .merge(login)
         .with_state(state)
+        // CORS for the frontend origin, outside authentication so that
+        // preflights are answered.
+        .layer(axum::middleware::from_fn(move |req, next| {
+            cors(origin.clone(), req, next)
+        }))
         .layer(ClientIpLayer::new(trusted.clone()))
         .layer(AuditLayer::new(auditor).with_trusted_proxies(trusted));
     Ok(App {
         router,
         ephemeral_secret,
     })
+}
+
+/// CORS for `PORTCULLIS_FRONTEND_ORIGIN` only, with credentials (the
+/// session cookie): preflights are answered here; other requests from that
+/// origin get `Access-Control-Allow-Origin` on their response.
+async fn cors(
+    origin: HeaderValue,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let from_frontend = req.headers().get(header::ORIGIN) == Some(&origin);
+    let preflight = req.method() == axum::http::Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut res = if preflight {
+        if !from_frontend {
+            return StatusCode::FORBIDDEN.into_response();
+        }
+        let mut res = StatusCode::NO_CONTENT.into_response();
+        let headers = res.headers_mut();
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, DELETE"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static(
+                "authorization, content-type, x-api-key, x-csrf-token, x-captcha-token",
+            ),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        res
+    } else {
+        next.run(req).await
+    };
+    let headers = res.headers_mut();
+    headers.append(header::VARY, HeaderValue::from_static("origin"));
+    if from_frontend {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+    }
+    res
 }
 
 /// A key for `purpose` derived from the JWT secret (HMAC-SHA256), so one

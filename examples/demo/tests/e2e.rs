@@ -570,6 +570,38 @@ async fn contract(state: &State) {
         );
     }
 
+    // CORS: the frontend origin only.
+    let origin = server.base.clone();
+    let preflight = server
+        .call(
+            "OPTIONS",
+            "/api/me",
+            &[
+                ("origin", &origin),
+                ("access-control-request-method", "GET"),
+                ("access-control-request-headers", "authorization"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(preflight.status, 204, "{preflight:?}");
+    assert_eq!(
+        preflight.headers["access-control-allow-origin"],
+        origin.as_str()
+    );
+    let other = server
+        .call(
+            "OPTIONS",
+            "/api/me",
+            &[
+                ("origin", "https://evil.example"),
+                ("access-control-request-method", "GET"),
+            ],
+            None,
+        )
+        .await;
+    assert!(other.headers.get("access-control-allow-origin").is_none());
+
     // Metrics, health, audit.
     let metrics = server.call("GET", "/metrics", &[], None).await;
     assert_eq!(metrics.status, 200);
@@ -826,7 +858,42 @@ impl Backend {
     }
 }
 
+/// Invalid configuration: a message naming the variable (never its value)
+/// and a non-zero exit, before anything listens.
+fn refuses_bad_configuration(state: &State) {
+    for (var, value) in [
+        ("PORTCULLIS_JWT_SECRET", "too-short-secret"),
+        ("PORTCULLIS_LOCKOUT_MAX_ATTEMPTS", "many"),
+        ("PORTCULLIS_CAPTCHA_PROVIDER", "recaptcha-v9"),
+        ("PORTCULLIS_DATABASE_URL", "mysql://nowhere"),
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis-demo"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("PORTCULLIS_") {
+                cmd.env_remove(key);
+            }
+        }
+        let out = cmd
+            .env("PORTCULLIS_DEMO_ADDR", free_port().to_string())
+            .env("PORTCULLIS_DATABASE_URL", &state.database_url)
+            .env(var, value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{var}: {stderr}");
+        assert!(stderr.contains("portcullis-demo:"), "{var}: {stderr}");
+        if var != "PORTCULLIS_DATABASE_URL" {
+            assert!(stderr.contains(var), "{var}: {stderr}");
+        }
+        assert!(
+            !stderr.contains(value) || var == "PORTCULLIS_CAPTCHA_PROVIDER",
+            "{var}: {stderr}"
+        );
+    }
+}
+
 async fn run_all(backend: &Backend) {
+    refuses_bad_configuration(&backend.state("config").await);
     contract(&backend.state("contract").await).await;
     lockout(&backend.state("lockout").await).await;
     captcha(&backend.state("captcha").await).await;
