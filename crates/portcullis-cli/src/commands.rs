@@ -226,6 +226,15 @@ fn key_details(info: &ApiKeyInfo, now: SystemTime) -> String {
     )
 }
 
+/// The only copy of a new key could not be written: say how to clean up.
+fn lost_key(key_id: &str, e: &std::io::Error) -> Failure {
+    Failure(format!(
+        "the key {} was created but could not be printed ({e}); revoke it with `portcullis keys revoke {}` and create another",
+        sanitize(key_id),
+        sanitize(key_id)
+    ))
+}
+
 /// A key id from an id or a full key (a leaked key is often all the
 /// operator has); the key itself is never printed.
 fn key_id_of(keys: &ApiKeys<BoxApiKeyStore>, arg: &str) -> String {
@@ -263,7 +272,8 @@ async fn keys(out: &Out, state: &State, cmd: KeysCommand) -> Result<(), Failure>
                 key_details(info, now),
                 created.key()
             );
-            out.emit(&text, &doc)?;
+            out.emit(&text, &doc)
+                .map_err(|e| lost_key(&info.key_id, &e))?;
         }
         KeysCommand::List {
             owner,
@@ -365,7 +375,8 @@ async fn keys(out: &Out, state: &State, cmd: KeysCommand) -> Result<(), Failure>
                     .expires_at
                     .map_or_else(|| "-".to_owned(), |t| relative(t, now)),
             );
-            out.emit(&text, &doc)?;
+            out.emit(&text, &doc)
+                .map_err(|e| lost_key(&new.key_id, &e))?;
         }
     }
     Ok(())

@@ -308,6 +308,10 @@ impl Failure {
 
 impl From<std::io::Error> for Failure {
     fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            // The reader stopped (`| head`): nothing to say, nobody to say it to.
+            return Self(String::new());
+        }
         Self(format!("cannot write the output: {e}"))
     }
 }
@@ -333,6 +337,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(message)) if message.is_empty() => ExitCode::SUCCESS,
         Err(Failure(message)) => {
             output::warn(&format!("error: {message}"));
             ExitCode::FAILURE

@@ -315,6 +315,35 @@ async fn full_flow(d: &Deployment) {
         human.contains("pc_live_") && human.contains("only this once"),
         "{human}"
     );
+    // A leaked key is revoked by the key itself; the output does not repeat it.
+    let leaked = d.json(&[
+        "keys",
+        "create",
+        "--owner",
+        "usr_cafe02",
+        "--name",
+        "leaked",
+    ]);
+    let leaked_key = leaked["key"].as_str().unwrap();
+    let out = d.ok(&["keys", "revoke", leaked_key]);
+    assert!(
+        out.contains("Revoked") && !out.contains(leaked_key),
+        "{out}"
+    );
+    let all = d.json(&[
+        "keys",
+        "list",
+        "--include-inactive",
+        "--owner",
+        "usr_cafe02",
+    ]);
+    let entry = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["key_id"] == leaked["key_id"])
+        .unwrap();
+    assert_eq!(entry["status"], "revoked");
 
     // --- blocklist add / list / remove.
     let added = d.json(&[
