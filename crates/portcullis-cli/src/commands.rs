@@ -71,9 +71,16 @@ impl State {
         let database = non_empty(&global.database_url, DEFAULT_DATABASE_URL);
         let prefix = non_empty(&global.redis_prefix, DEFAULT_REDIS_PREFIX);
         let redis = global.redis_url.as_deref().filter(|u| !u.trim().is_empty());
+        let fresh = sqlite_path(&database).filter(|p| !std::path::Path::new(p).exists());
         let backends = Backends::open(&database, redis, &prefix)
             .await
             .map_err(|e| Failure(format!("cannot open the deployment's state: {e}")))?;
+        if let Some(path) = fresh {
+            warn(&format!(
+                "warning: {} did not exist: a new, empty database was created. Is this the database the server uses (--database-url / PORTCULLIS_DATABASE_URL)?",
+                sanitize(&path)
+            ));
+        }
         let layer = LockoutLayer::new(backends.attempts.clone())
             .with_block_list(backends.block_list.clone())
             .with_account_policy(account_policy()?)
@@ -101,6 +108,16 @@ impl State {
             ));
         }
     }
+}
+
+/// The file of a `sqlite://` URL (no query string), for noticing a typo
+/// that would otherwise silently create an empty database.
+fn sqlite_path(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then(|| path.to_owned())
 }
 
 /// An audit record of an operator's action: `message` says what was done

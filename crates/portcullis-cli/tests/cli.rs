@@ -665,6 +665,10 @@ fn empty_variables_count_as_unset_like_backends_from_env() {
         d.dir.0.join("portcullis-demo.db").exists(),
         "the default database in the working directory"
     );
+    let warning = String::from_utf8(out.stderr).unwrap();
+    assert!(warning.contains("did not exist"), "{warning}");
+    let again = d.ok(&["keys", "list"]);
+    assert!(again.contains("No API keys"), "{again}");
 }
 
 #[test]
