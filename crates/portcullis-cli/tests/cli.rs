@@ -819,6 +819,25 @@ fn jwt_inspect_refuses_garbage_and_oversized_input_with_exit_1() {
     let big = format!("{}.{}.{}", "a".repeat(10_000), "b".repeat(10_000), "c");
     let stderr = d.fails(&["jwt", "inspect", &big], 1);
     assert!(stderr.contains("larger than"), "{stderr}");
+
+    // The same bound on stdin: the CLI stops reading past it.
+    let mut child = d
+        .command()
+        .args(["jwt", "inspect", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        // The CLI may close its end before everything is written.
+        let _ = stdin.write_all(&vec![b'a'; 1 << 20]);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert_eq!(exit_code(&out), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("larger than"));
 }
 
 #[test]
