@@ -215,7 +215,7 @@ pub async fn build_with_audit(
         None => generate_secret()?.into_bytes(),
     };
     let mut issuer = TokenIssuer::builder(
-        SigningKey::hmac(Algorithm::HS256, &secret)?.with_kid("current"),
+        SigningKey::hmac(Algorithm::HS256, &secret)?.with_kid(key_id(&secret)),
         ISSUER,
     )
     .audience(AUDIENCE)
@@ -223,9 +223,9 @@ pub async fn build_with_audit(
     .refresh_ttl(config.refresh_lifetime);
     // Old secrets verify what they signed for as long as a token can live.
     let old_until = SystemTime::now() + config.refresh_lifetime;
-    for (i, old) in config.jwt_secret_old.iter().enumerate() {
+    for old in &config.jwt_secret_old {
         issuer = issuer.fallback_key(
-            VerifyingKey::hmac(Algorithm::HS256, old)?.with_kid(format!("old-{i}")),
+            VerifyingKey::hmac(Algorithm::HS256, old)?.with_kid(key_id(old)),
             old_until,
         );
     }
@@ -426,6 +426,18 @@ async fn cors(
         );
     }
     res
+}
+
+/// The `kid` of the key made from `secret`: a fingerprint, so a token
+/// names the secret that signed it across rotations (never the secret).
+fn key_id(secret: &[u8]) -> String {
+    use std::fmt::Write as _;
+    hkdf(secret, b"kid")[..8]
+        .iter()
+        .fold(String::new(), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// A key for `purpose` derived from the JWT secret (HMAC-SHA256), so one
@@ -735,6 +747,9 @@ fn unix(t: Option<SystemTime>) -> Value {
         .map_or(Value::Null, |d| json!(d.as_secs()))
 }
 
+/// Ten years: the longest lifetime an API key may ask for.
+const MAX_KEY_LIFETIME_SECS: u64 = 315_360_001;
+
 #[derive(Deserialize)]
 struct NewKeyBody {
     name: String,
@@ -756,7 +771,9 @@ async fn create_key(State(state): State<AppState>, principal: Principal, body: B
     }
     let mut new = NewApiKey::new(principal.subject(), body.name).with_scopes(body.scopes);
     match body.expires_in_seconds {
-        Some(0) => return invalid_request("expires_in_seconds must be at least 1"),
+        Some(0 | MAX_KEY_LIFETIME_SECS..) => {
+            return invalid_request("expires_in_seconds must be 1 to 315360000 (ten years)");
+        }
         Some(secs) => new = new.expires_in(Duration::from_secs(secs)),
         None => {}
     }

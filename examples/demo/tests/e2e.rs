@@ -892,11 +892,89 @@ fn refuses_bad_configuration(state: &State) {
     }
 }
 
+/// The per-address rate limit; an operator blocks an address with the CLI.
+async fn rate_limit_and_block_list(state: &State) {
+    let server = Server::start(
+        state,
+        &[
+            ("PORTCULLIS_RATE_LIMIT_RPS", "1"),
+            ("PORTCULLIS_RATE_LIMIT_BURST", "3"),
+        ],
+    )
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let reply = server.call("GET", "/health", &[], None).await;
+        if reply.status == 429 {
+            assert_eq!(reply.error(), "rate_limited");
+            assert!(reply.headers.contains_key("retry-after"));
+        }
+        statuses.push(reply.status);
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    // Another address has its own allowance.
+    let elsewhere = Server::client_bound_to("127.0.0.3");
+    let reply = server
+        .login_via(&elsewhere, "x@example.com", "wrong password")
+        .await;
+    assert_eq!(reply.status, 401, "{reply:?}");
+
+    if let Some(out) = server.cli(&[
+        "blocklist",
+        "add",
+        "127.0.0.3",
+        "--duration",
+        "1h",
+        "--reason",
+        "e2e",
+    ]) {
+        assert!(out.status.success(), "{out:?}");
+        let reply = server
+            .login_via(&elsewhere, "x@example.com", "wrong password")
+            .await;
+        assert_eq!(
+            (reply.status, reply.error().as_str()),
+            (403, "ip_blocked"),
+            "{reply:?}"
+        );
+    }
+}
+
+/// Key rotation: a token signed with the previous secret still verifies
+/// when that secret is in `PORTCULLIS_JWT_SECRET_OLD`, and not otherwise.
+async fn secret_rotation(state: &State) {
+    const NEW_SECRET: &str = "the-next-secret-of-at-least-thirty-two-bytes";
+    let email = format!("{}@example.com", portcullis_test::unique_name("dave"));
+    let access = {
+        let server = Server::start(state, &[]).await;
+        server.signup(&email).await;
+        server.tokens(&email).await.0
+    };
+    {
+        let server = Server::start(
+            state,
+            &[
+                ("PORTCULLIS_JWT_SECRET", NEW_SECRET),
+                ("PORTCULLIS_JWT_SECRET_OLD", JWT_SECRET),
+            ],
+        )
+        .await;
+        assert_eq!(server.bearer("GET", "/api/me", &access).await.status, 200);
+        let (fresh, _) = server.tokens(&email).await;
+        assert_eq!(server.bearer("GET", "/api/me", &fresh).await.status, 200);
+    }
+    let server = Server::start(state, &[("PORTCULLIS_JWT_SECRET", NEW_SECRET)]).await;
+    let reply = server.bearer("GET", "/api/me", &access).await;
+    assert_eq!(reply.status, 401, "{reply:?}");
+}
+
 async fn run_all(backend: &Backend) {
     refuses_bad_configuration(&backend.state("config").await);
     contract(&backend.state("contract").await).await;
     lockout(&backend.state("lockout").await).await;
     captcha(&backend.state("captcha").await).await;
+    rate_limit_and_block_list(&backend.state("rate").await).await;
+    secret_rotation(&backend.state("rotation").await).await;
     backend.clean_up().await;
 }
 
