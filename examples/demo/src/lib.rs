@@ -25,6 +25,23 @@
 //! | `POST /api/workflows` | scope `workflows:execute` | sample run |
 //! | `GET /metrics` | none | Prometheus text (bind to loopback or protect it) |
 //! | `GET /health`, `GET /health/detailed` | none | liveness; database, Redis, circuit breakers |
+//!
+//! Configuration ([`Config::from_env`]; an invalid value stops the server
+//! with a message naming the variable): `PORTCULLIS_DEMO_ADDR`
+//! (`127.0.0.1:8000`), `PORTCULLIS_JWT_SECRET` (≥ 32 bytes; unset: an
+//! ephemeral secret and a warning), `PORTCULLIS_JWT_SECRET_OLD`
+//! (comma-separated, verification only), `PORTCULLIS_TOKEN_LIFETIME_SECONDS`
+//! (900), `PORTCULLIS_REFRESH_TOKEN_LIFETIME_SECONDS` (604800),
+//! `PORTCULLIS_LOCKOUT_MAX_ATTEMPTS` (5), `PORTCULLIS_LOCKOUT_WINDOW_SECONDS`
+//! (300), `PORTCULLIS_LOCKOUT_DURATION_SECONDS` (1800),
+//! `PORTCULLIS_CAPTCHA_AFTER_FAILURES` (3, per account or address),
+//! `PORTCULLIS_CAPTCHA_PROVIDER` (`none` | `turnstile` | `hcaptcha` |
+//! `recaptcha`), `PORTCULLIS_CAPTCHA_SECRET`, `PORTCULLIS_CAPTCHA_SITEKEY`
+//! (hCaptcha), `PORTCULLIS_CAPTCHA_VERIFY_URL`, `PORTCULLIS_TRUSTED_PROXIES`,
+//! `PORTCULLIS_FRONTEND_ORIGIN` (CORS and CSRF), `PORTCULLIS_RATE_LIMIT_RPS`
+//! (50 per address), `PORTCULLIS_RATE_LIMIT_BURST` (100),
+//! `PORTCULLIS_API_KEY_PEPPER`; and the state's `PORTCULLIS_DATABASE_URL`,
+//! `PORTCULLIS_REDIS_URL`, `PORTCULLIS_REDIS_PREFIX`.
 
 pub mod config;
 pub mod users;
