@@ -479,6 +479,44 @@ async fn contract(state: &State) {
         (401, "token_revoked")
     );
 
+    // Logout in cookie mode: with the CSRF token, and the cookies cleared.
+    let reply = server.login(&email, PASSWORD, None).await;
+    let cookies = reply.cookies();
+    let session = cookie_pair(&cookies, "portcullis_session");
+    let csrf = cookie_pair(&cookies, "portcullis_csrf");
+    let cookie = format!("{session}; {csrf}");
+    let token = csrf.split_once('=').unwrap().1.to_owned();
+    let reply = server
+        .call("POST", "/api/auth/logout", &[("cookie", &cookie)], None)
+        .await;
+    assert_eq!(
+        (reply.status, reply.error().as_str()),
+        (403, "csrf_missing")
+    );
+    let reply = server
+        .call(
+            "POST",
+            "/api/auth/logout",
+            &[("cookie", &cookie), ("x-csrf-token", &token)],
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 204, "{reply:?}");
+    assert!(
+        reply
+            .cookies()
+            .iter()
+            .any(|c| c.starts_with("portcullis_session=;") && c.contains("Max-Age=0"))
+    );
+    tokio::time::sleep(REVOCATION_CACHE).await;
+    let reply = server
+        .call("GET", "/api/me", &[("cookie", &cookie)], None)
+        .await;
+    assert_eq!(
+        (reply.status, reply.error().as_str()),
+        (401, "token_revoked")
+    );
+
     // API keys.
     let (access, _) = server.tokens(&email).await;
     let auth = format!("Bearer {access}");
@@ -636,6 +674,25 @@ async fn contract(state: &State) {
         "{events:?}"
     );
     assert!(events.iter().any(|e| e["event"] == "security.auth_success"));
+    // The same events in the database's audit_logs.
+    let db = portcullis_cli::backends::Database::open(&state.database_url)
+        .await
+        .unwrap();
+    let rows: i64 = match db.any_pool() {
+        portcullis_cli::backends::Pool::Sqlite(pool) => {
+            portcullis_sqlx::sqlx::query_scalar("SELECT COUNT(*) FROM audit_logs")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+        portcullis_cli::backends::Pool::Postgres(pool) => {
+            portcullis_sqlx::sqlx::query_scalar("SELECT COUNT(*) FROM audit_logs")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(rows > 0, "no audit rows in the database");
     let stdout = server.stdout.lock().unwrap().join("\n");
     for secret in [email.as_str(), PASSWORD, key.as_str(), access.as_str()] {
         assert!(!stdout.contains(secret), "a secret or email on stdout");
