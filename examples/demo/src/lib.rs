@@ -509,12 +509,27 @@ fn unavailable() -> Response {
     reject(&Rejection::new(FailureReason::UpstreamUnavailable))
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Option<T> {
+/// The body as `T`, only when sent as JSON: a cross-site form or no-CORS
+/// `fetch` cannot send `application/json` without a preflight, so the
+/// routes outside the CSRF layer (signup, login, refresh) are not reachable
+/// from another site's page.
+fn parse<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Option<T> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            let v = v.trim();
+            v.eq_ignore_ascii_case("application/json") || v.to_ascii_lowercase().ends_with("+json")
+        });
+    if !json {
+        return None;
+    }
     serde_json::from_slice(body).ok()
 }
 
 fn bad_body() -> Response {
-    invalid_request("the body must be the documented JSON object")
+    invalid_request("the body must be the documented JSON object, sent as application/json")
 }
 
 fn canonical_email(email: &str) -> String {
@@ -545,8 +560,8 @@ struct SignupBody {
     password: String,
 }
 
-async fn signup(State(state): State<AppState>, body: Bytes) -> Response {
-    let Some(body) = parse::<SignupBody>(&body) else {
+async fn signup(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(body) = parse::<SignupBody>(&headers, &body) else {
         return bad_body();
     };
     let email = canonical_email(&body.email);
@@ -598,8 +613,8 @@ struct LoginBody {
     password: String,
 }
 
-async fn login(State(state): State<AppState>, body: Bytes) -> Response {
-    let Some(body) = parse::<LoginBody>(&body) else {
+async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(body) = parse::<LoginBody>(&headers, &body) else {
         return bad_body();
     };
     let email = canonical_email(&body.email);
@@ -672,8 +687,8 @@ struct RefreshBody {
     refresh_token: String,
 }
 
-async fn refresh(State(state): State<AppState>, body: Bytes) -> Response {
-    let Some(body) = parse::<RefreshBody>(&body) else {
+async fn refresh(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(body) = parse::<RefreshBody>(&headers, &body) else {
         return bad_body();
     };
     match state.0.issuer.refresh(&body.refresh_token).await {
@@ -775,11 +790,16 @@ struct NewKeyBody {
     expires_in_seconds: Option<u64>,
 }
 
-async fn create_key(State(state): State<AppState>, principal: Principal, body: Bytes) -> Response {
+async fn create_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if !is_user(&principal) {
         return forbidden();
     }
-    let Some(body) = parse::<NewKeyBody>(&body) else {
+    let Some(body) = parse::<NewKeyBody>(&headers, &body) else {
         return bad_body();
     };
     // A key never grants more than its owner has.

@@ -334,6 +334,20 @@ async fn contract(state: &State) {
         assert!(reply.json()["error_description"].is_string());
     }
 
+    // JSON only: a cross-site form cannot post to signup or login.
+    let form = server
+        .call(
+            "POST",
+            "/api/auth/login",
+            &[("content-type", "text/plain")],
+            None,
+        )
+        .await;
+    assert_eq!(
+        (form.status, form.error().as_str()),
+        (400, "invalid_request")
+    );
+
     // Wrong password and unknown email: the same answer.
     let wrong = server.login(&email, "wrong password", None).await;
     let unknown = server
