@@ -317,11 +317,23 @@ fn captcha(get: &impl Fn(&str) -> Option<String>) -> Result<Option<CaptchaConfig
             "is required with hcaptcha",
         ));
     }
+    let verify_url = get("PORTCULLIS_CAPTCHA_VERIFY_URL");
+    // The demo's HTTP client speaks plain HTTP only (no TLS dependency):
+    // refuse at start rather than fail every CAPTCHA at run time.
+    if verify_url
+        .as_deref()
+        .is_none_or(|u| !u.trim().starts_with("http://"))
+    {
+        return Err(invalid(
+            "PORTCULLIS_CAPTCHA_VERIFY_URL",
+            "the demo verifies CAPTCHAs over plain http only (it has no TLS client): point it at an http:// siteverify endpoint, such as a local test double or a TLS-terminating proxy",
+        ));
+    }
     Ok(Some(CaptchaConfig {
         provider,
         secret,
         sitekey,
-        verify_url: get("PORTCULLIS_CAPTCHA_VERIFY_URL"),
+        verify_url,
     }))
 }
 
@@ -371,5 +383,11 @@ mod tests {
         }
         let err = with(&[("PORTCULLIS_CAPTCHA_PROVIDER", "turnstile")]).expect_err("no secret");
         assert_eq!(err.var, "PORTCULLIS_CAPTCHA_SECRET");
+        let err = with(&[
+            ("PORTCULLIS_CAPTCHA_PROVIDER", "turnstile"),
+            ("PORTCULLIS_CAPTCHA_SECRET", "0x4AAAAAAA-secret"),
+        ])
+        .expect_err("https provider URL");
+        assert_eq!(err.var, "PORTCULLIS_CAPTCHA_VERIFY_URL");
     }
 }
