@@ -262,7 +262,7 @@ pub async fn build_with_audit(
     // CSRF: cookie-authenticated unsafe requests need X-CSRF-Token; bearer
     // and API-key requests without the session cookie are exempt. The token
     // cookie is readable by scripts (double submit: the page echoes it).
-    let mut csrf = CsrfLayer::builder(CsrfSecret::new(hkdf(&secret, b"csrf"))?)
+    let mut csrf = CsrfLayer::builder(CsrfSecret::new(derive_key(&secret, b"csrf"))?)
         .trusted_origin(config.frontend_origin.clone())
         .session(SessionCookie::new(SESSION_COOKIE))
         .exempt_requests_without_ambient_credentials([SESSION_COOKIE])
@@ -449,7 +449,7 @@ async fn cors(
 /// names the secret that signed it across rotations (never the secret).
 fn key_id(secret: &[u8]) -> String {
     use std::fmt::Write as _;
-    hkdf(secret, b"kid")[..8]
+    derive_key(secret, b"kid")[..8]
         .iter()
         .fold(String::new(), |mut s, b| {
             let _ = write!(s, "{b:02x}");
@@ -459,7 +459,7 @@ fn key_id(secret: &[u8]) -> String {
 
 /// A key for `purpose` derived from the JWT secret (HMAC-SHA256), so one
 /// secret configures the server without reusing it across primitives.
-fn hkdf(secret: &[u8], purpose: &[u8]) -> Vec<u8> {
+fn derive_key(secret: &[u8], purpose: &[u8]) -> Vec<u8> {
     let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
     aws_lc_rs::hmac::sign(&key, purpose).as_ref().to_vec()
 }
