@@ -1,12 +1,12 @@
 //! A gRPC `Greeter` on tonic 0.14, authenticated two ways.
 //!
-//! - **Layers** ([`server`]): `AuthenticateLayer::new(jwt.or(api_key))` on
+//! - **Layers** ([`serve`]): `AuthenticateLayer::new(jwt.or(api_key))` on
 //!   the server builder accepts a bearer JWT (`authorization: Bearer …`) or
 //!   an API key (`x-api-key: pc_live_…`); `RequireLayer` guards the
 //!   `greeter.Admin` service. Rejections reach clients as
 //!   `UNAUTHENTICATED` / `PERMISSION_DENIED` / `UNAVAILABLE`. This is the
 //!   way to choose: layers can await stores (revocation, API keys, JWKS).
-//! - **Interceptor** ([`interceptor`]): tonic's interceptors are
+//! - **Interceptor** ([`serve_with_interceptor`]): tonic's interceptors are
 //!   synchronous, so only [`JwtVerifier::verify`] fits — static keys, no
 //!   revocation store. It shows the minimum for code that already uses
 //!   interceptors.
