@@ -23,7 +23,6 @@
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,66 +36,16 @@ use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use portcullis::api_key::{ApiKeyLayer, MemoryApiKeyStore, NewApiKey};
 use portcullis::core::{MemoryAttemptStore, PeerAddr};
 use portcullis::csrf::{CsrfLayer, CsrfSecret, SessionCookie};
-use portcullis::jwt::{Algorithm, JwtLayer, JwtVerifier, KeySet, VerifyingKey};
+use portcullis::jwt::JwtLayer;
 use portcullis::lockout::{LockoutLayer, RateLimit};
-use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq as _;
 use tower::ServiceExt as _;
 
-const SECRET: &str = "bench-secret-0123456789-abcdefghijklmnopq";
-const ISSUER: &str = "https://auth.example";
-const AUDIENCE: &str = "orders-api";
-const ORIGIN: &str = "https://app.example.org";
+#[path = "support/fixture.rs"]
+mod fixture;
+use fixture::{AUDIENCE, Claims, ISSUER, ORIGIN, SECRET, address, token, verifier};
+
 const SESSION: &str = "3f9a1c7e5b2d4086a1e9c3b7d5f20864";
-const ADDRESSES: u32 = 1_000;
-
-#[derive(Clone, Serialize, Deserialize)]
-struct Claims {
-    iss: String,
-    sub: String,
-    aud: String,
-    exp: u64,
-    iat: u64,
-    jti: String,
-    scope: String,
-}
-
-fn token() -> String {
-    let now = jsonwebtoken::get_current_timestamp();
-    let claims = Claims {
-        iss: ISSUER.into(),
-        sub: "user-42".into(),
-        aud: AUDIENCE.into(),
-        exp: now + 3600,
-        iat: now,
-        jti: "6f1c2a9e-jti".into(),
-        scope: "orders:read orders:write".into(),
-    };
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
-fn verifier() -> JwtVerifier {
-    let keys = KeySet::new()
-        .with_key(VerifyingKey::hmac(Algorithm::HS256, SECRET).unwrap())
-        .unwrap();
-    JwtVerifier::builder(keys)
-        .issuer(ISSUER)
-        .audience(AUDIENCE)
-        .build()
-        .unwrap()
-}
-
-fn address(i: u32) -> SocketAddr {
-    SocketAddr::new(
-        IpAddr::from((0xc633_6400 + i % ADDRESSES).to_be_bytes()),
-        40_000,
-    )
-}
 
 /// A GET as the server hands it over: the peer address in both the
 /// Portcullis (`PeerAddr`) and the axum (`ConnectInfo`) extension, so every

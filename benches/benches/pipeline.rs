@@ -38,53 +38,13 @@ use portcullis::audit::{AuditLayer, Auditor, TracingSink};
 use portcullis::authorize::RequireLayer;
 use portcullis::core::{MemoryAttemptStore, PeerAddr};
 use portcullis::csrf::{CsrfLayer, CsrfSecret, SessionCookie};
-use portcullis::jwt::{Algorithm, JwtLayer, JwtVerifier, KeySet, VerifyingKey};
+use portcullis::jwt::JwtLayer;
 use portcullis::lockout::{LockoutLayer, RateLimit};
-use serde::{Deserialize, Serialize};
 use tower::ServiceExt as _;
 
-const SECRET: &str = "bench-secret-0123456789-abcdefghijklmnopq";
-const ISSUER: &str = "https://auth.example";
-const AUDIENCE: &str = "orders-api";
-const ORIGIN: &str = "https://app.example.org";
-const ADDRESSES: u32 = 1_000;
-
-#[derive(Clone, Serialize, Deserialize)]
-struct Claims {
-    iss: String,
-    sub: String,
-    aud: String,
-    exp: u64,
-    iat: u64,
-    jti: String,
-    scope: String,
-}
-
-fn token() -> String {
-    let now = jsonwebtoken::get_current_timestamp();
-    let claims = Claims {
-        iss: ISSUER.into(),
-        sub: "user-42".into(),
-        aud: AUDIENCE.into(),
-        exp: now + 3600,
-        iat: now,
-        jti: "6f1c2a9e-jti".into(),
-        scope: "orders:read orders:write".into(),
-    };
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
-fn address(i: u32) -> SocketAddr {
-    SocketAddr::new(
-        IpAddr::from((0xc633_6400 + i % ADDRESSES).to_be_bytes()),
-        40_000,
-    )
-}
+#[path = "support/fixture.rs"]
+mod fixture;
+use fixture::{AUDIENCE, Claims, ISSUER, ORIGIN, SECRET, address, token, verifier};
 
 fn request(i: u32, bearer: &str) -> Request {
     let mut request = Request::get("/orders")
@@ -103,15 +63,7 @@ async fn ok() -> &'static str {
 }
 
 fn portcullis_stack(auditor: Auditor, cached: bool) -> Router {
-    let keys = KeySet::new()
-        .with_key(VerifyingKey::hmac(Algorithm::HS256, SECRET).unwrap())
-        .unwrap();
-    let verifier = JwtVerifier::builder(keys)
-        .issuer(ISSUER)
-        .audience(AUDIENCE)
-        .build()
-        .unwrap();
-    let mut jwt = JwtLayer::new(verifier);
+    let mut jwt = JwtLayer::new(verifier());
     if cached {
         jwt = jwt.with_token_cache(1024, Duration::from_secs(60));
     }
