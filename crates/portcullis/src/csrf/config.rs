@@ -280,6 +280,11 @@ impl CsrfLayerBuilder {
     /// `ambient_cookies` (the cookies that authenticate: session, JWT
     /// cookie) is present. A request that carries the session cookie too is
     /// checked like any other.
+    ///
+    /// Safe requests of such clients are not offered a token cookie either
+    /// (an API client has no use for one, and minting it costs an HMAC and a
+    /// `Set-Cookie` per request); [`CsrfToken::token`](super::CsrfToken::token)
+    /// still makes one on demand.
     pub fn exempt_requests_without_ambient_credentials<I, T>(mut self, ambient_cookies: I) -> Self
     where
         I: IntoIterator<Item = T>,

@@ -52,8 +52,10 @@ impl std::error::Error for CsrfError {
 ///
 /// - [`token`](Self::token): the token to render into a form field or a
 ///   `<meta>` tag for scripts. On a safe request the layer has already
-///   checked the cookie (or issued a new one); otherwise one is made on
-///   first use and set as a cookie on the response.
+///   checked the cookie (or issued a new one), except for the API clients
+///   [`exempt_requests_without_ambient_credentials`](super::CsrfLayerBuilder::exempt_requests_without_ambient_credentials)
+///   exempts; otherwise one is made on first use and set as a cookie on
+///   the response.
 /// - [`rotate`](Self::rotate): after login (or logout), a new token bound
 ///   to the new session id; the response carries it as a new cookie. The
 ///   pre-session token the login form used is then worthless.

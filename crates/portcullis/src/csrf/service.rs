@@ -143,12 +143,17 @@ impl Config {
             .filter(|s| !s.is_empty())
             .map(Cow::into_owned)
             .map(String::into_boxed_str);
+        let credential_only = self.exempt.applies(headers, session.is_some());
         if is_safe(request.method()) {
+            // An API client (explicit credential, no ambient one) never
+            // sends the cookie back in a way that matters: minting it a
+            // token would cost an HMAC and a `Set-Cookie` per request.
+            if credential_only {
+                return Decision::Done(Verdict::pass(session, None, false));
+            }
             return self.safe(headers, session);
         }
-        if request.extensions().get::<CsrfExempt>().is_some()
-            || self.exempt.applies(headers, session.is_some())
-        {
+        if credential_only || request.extensions().get::<CsrfExempt>().is_some() {
             return Decision::Done(Verdict::pass(session, None, false));
         }
         if self.json_only && !json_or_empty(headers) {

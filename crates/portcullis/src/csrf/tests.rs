@@ -1016,6 +1016,31 @@ async fn bearer_and_api_key_requests_without_ambient_credentials_can_be_exempted
 }
 
 #[tokio::test]
+async fn safe_requests_without_ambient_credentials_get_no_cookie_when_exempted() {
+    let layer = builder()
+        .exempt_requests_without_ambient_credentials(["session"])
+        .build()
+        .unwrap();
+    // An API client: no HMAC, no Set-Cookie on every response.
+    let (res, calls) = send(&layer, get(&[("authorization", "Bearer eyJ.e30.sig")])).await;
+    assert_passed(&res, calls);
+    assert!(set_cookie(&res).is_none());
+    // A browser (no explicit credential, or the session cookie beside
+    // one) still gets its token.
+    for headers in [
+        vec![],
+        vec![("cookie", "session=s1"), ("authorization", "Bearer abc")],
+    ] {
+        let (res, calls) = send(&layer, get(&headers)).await;
+        assert_passed(&res, calls);
+        assert!(set_cookie(&res).is_some(), "{headers:?}");
+    }
+    // Without the exemption every safe request is offered one.
+    let (res, _) = send(&self::layer(), get(&[("authorization", "Bearer abc")])).await;
+    assert!(set_cookie(&res).is_some());
+}
+
+#[tokio::test]
 async fn an_outer_layer_can_exempt_with_the_extension_marker() {
     let mut req = post("s1", "x").without("x-csrf-token").build();
     req.extensions_mut().insert(CsrfExempt);
