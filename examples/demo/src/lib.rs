@@ -23,8 +23,8 @@
 //! | `POST/GET /api/api-keys`, `DELETE /api/api-keys/{id}` | user (bearer or cookie) | the caller's API keys |
 //! | `GET /api/workflows` | scope `workflows:read` | sample data |
 //! | `POST /api/workflows` | scope `workflows:execute` | sample run |
-//! | `GET /metrics` | none | Prometheus text (bind to loopback or protect it) |
-//! | `GET /health`, `GET /health/detailed` | none | liveness; database, Redis, circuit breakers |
+//! | `GET /metrics` | none (no rate limit, no block list) | Prometheus text (bind to loopback or protect it) |
+//! | `GET /health`, `GET /health/detailed` | none (no rate limit, no block list) | liveness; database, Redis, circuit breakers (503 naming what is down) |
 //!
 //! Configuration ([`Config::from_env`]; an invalid value stops the server
 //! with a message naming the variable): `PORTCULLIS_DEMO_ADDR`
@@ -43,6 +43,7 @@
 //! `PORTCULLIS_API_KEY_PEPPER`; and the state's `PORTCULLIS_DATABASE_URL`,
 //! `PORTCULLIS_REDIS_URL`, `PORTCULLIS_REDIS_PREFIX`.
 
+pub mod admin;
 pub mod config;
 pub mod users;
 
@@ -69,7 +70,7 @@ use portcullis::core::{
     RevocationStore as _,
 };
 use portcullis::csrf::{CsrfLayer, CsrfSecret, SessionCookie};
-use portcullis::jwt::{Algorithm, JwtLayer, SigningKey, TokenIssuer, VerifyingKey};
+use portcullis::jwt::{Algorithm, JwtLayer, RefreshError, SigningKey, TokenIssuer, VerifyingKey};
 use portcullis::lockout::{IdentifierSource, LockoutLayer, RateLimit};
 use portcullis::rejection::{DefaultRejection, RespondToRejection};
 use portcullis::{AuthMethod, AuthOutcome, FailureReason, Principal, PrincipalKind, Rejection};
@@ -88,8 +89,15 @@ pub const AUDIENCE: &str = "portcullis-demo-api";
 pub const SESSION_COOKIE: &str = "portcullis_session";
 /// The header carrying a CAPTCHA token.
 pub const CAPTCHA_HEADER: &str = "x-captcha-token";
-/// The scopes every user gets.
-pub const USER_SCOPES: [&str; 2] = ["workflows:read", "workflows:execute"];
+/// The `token_type` of login and refresh answers, as the HTTP contract
+/// (issue 9, RFC 6749 §7.1: case-insensitive) spells it.
+pub const TOKEN_TYPE: &str = "bearer";
+/// The scopes a new user gets (an operator changes them with
+/// `portcullis-demo users grant|revoke`).
+pub const USER_SCOPES: [&str; 2] = users::DEFAULT_SCOPES;
+
+/// How long a session (refresh family) lives at most from its login.
+pub const FAMILY_LIFETIME: Duration = portcullis::jwt::issue::DEFAULT_FAMILY_LIFETIME;
 
 /// Anything that stops the server from starting.
 pub type StartError = Box<dyn std::error::Error + Send + Sync>;
@@ -237,7 +245,8 @@ pub async fn build_with_audit(
     )
     .audience(AUDIENCE)
     .access_ttl(config.token_lifetime)
-    .refresh_ttl(config.refresh_lifetime);
+    .refresh_ttl(config.refresh_lifetime)
+    .family_lifetime(FAMILY_LIFETIME);
     // Old secrets verify what they signed for as long as a token can live.
     let old_until = SystemTime::now() + config.refresh_lifetime;
     for old in &config.jwt_secret_old {
@@ -357,15 +366,30 @@ pub async fn build_with_audit(
         .route("/api/api-keys", post(create_key).get(list_keys))
         .route("/api/api-keys/{id}", delete(delete_key))
         .route("/api/workflows", workflows)
+        // Inside authentication: the account behind the principal must be
+        // enabled, and its scopes narrow to what the account has now.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            current_account,
+        ))
         .layer(AuthenticateLayer::new(
             jwt.authenticator().or(api_key.authenticator()),
         ))
+        // Outside it: a revoked token of a disabled account says so.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            disabled_not_revoked,
+        ))
         .layer(csrf);
     let public = Router::new()
+        .route("/api/auth/signup", post(signup))
+        .route("/api/auth/refresh", post(refresh));
+    // Health and metrics stay outside the block-list / rate-limit guard: it
+    // needs Redis when Redis is configured, and these must keep answering
+    // (which dependency is down, the scrape) exactly when Redis is not.
+    let operations = Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/health/detailed", get(health_detailed))
-        .route("/api/auth/signup", post(signup))
-        .route("/api/auth/refresh", post(refresh))
         .route(
             "/metrics",
             portcullis::audit::prometheus::metrics_route(metrics),
@@ -382,6 +406,7 @@ pub async fn build_with_audit(
         .merge(protected)
         .layer(guard)
         .merge(login)
+        .merge(operations)
         .with_state(state)
         // CORS for the frontend origin, outside authentication so that
         // preflights are answered.
@@ -591,6 +616,8 @@ async fn signup(State(state): State<AppState>, headers: HeaderMap, body: Bytes) 
         email,
         name,
         password_hash,
+        disabled_at: None,
+        scopes: USER_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
     };
     match users::insert(&state.0.backends.database.any_pool(), &user).await {
         Ok(()) => (
@@ -640,7 +667,16 @@ async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
             return res;
         }
     };
-    let principal = Principal::new(&user.id, PrincipalKind::User).with_scopes(USER_SCOPES);
+    // Only the right password learns that the account is disabled.
+    if user.is_disabled() {
+        let mut res = reject(&Rejection::new(FailureReason::UserDisabled).with_subject(&*user.id));
+        AuthOutcome::failure(AuthMethod::Password, FailureReason::UserDisabled)
+            .with_identifier(email)
+            .with_subject(user.id)
+            .attach(&mut res);
+        return res;
+    }
+    let principal = Principal::new(&user.id, PrincipalKind::User).with_scopes(&user.scopes);
     let pair = match state.0.issuer.issue(&principal) {
         Ok(pair) => pair,
         Err(err) => return reject(&err.to_rejection()),
@@ -665,7 +701,7 @@ async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
     let mut res = Json(json!({
         "access_token": pair.access_token,
         "refresh_token": pair.refresh_token,
-        "token_type": pair.token_type,
+        "token_type": TOKEN_TYPE,
         "expires_in": pair.expires_in,
     }))
     .into_response();
@@ -691,13 +727,27 @@ async fn refresh(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
     let Some(body) = parse::<RefreshBody>(&headers, &body) else {
         return bad_body();
     };
-    match state.0.issuer.refresh(&body.refresh_token).await {
+    let result = state.0.issuer.refresh(&body.refresh_token).await;
+    // Past the signature check (a pair, or a revoked or reused token), the
+    // token's subject is genuine: a disabled account is told so.
+    if matches!(
+        result,
+        Ok(_) | Err(RefreshError::Revoked | RefreshError::Reused)
+    ) && let Some(subject) = unverified_subject(&body.refresh_token)
+    {
+        match users::is_disabled(&state.0.backends.database.any_pool(), &subject).await {
+            Ok(false) => {}
+            Ok(true) => return user_disabled(AuthMethod::Jwt, subject),
+            Err(_) => return unavailable(),
+        }
+    }
+    match result {
         Ok(pair) => (
             [(header::CACHE_CONTROL, "no-store")],
             Json(json!({
                 "access_token": pair.access_token,
                 "refresh_token": pair.refresh_token,
-                "token_type": pair.token_type,
+                "token_type": TOKEN_TYPE,
                 "expires_in": pair.expires_in,
             })),
         )
@@ -928,4 +978,125 @@ async fn health_detailed(State(state): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+/// The `sub` of a JWT, read without verifying it: only for a token the
+/// issuer has just verified.
+fn unverified_subject(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    #[derive(Deserialize)]
+    struct Sub {
+        sub: String,
+    }
+    let payload = token.split('.').nth(1)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice::<Sub>(&json).ok().map(|s| s.sub)
+}
+
+/// 401 `user_disabled` for `subject`, with its audit outcome.
+fn user_disabled(method: AuthMethod, subject: String) -> Response {
+    let mut res = reject(&Rejection::new(FailureReason::UserDisabled).with_subject(&*subject));
+    AuthOutcome::failure(method, FailureReason::UserDisabled)
+        .with_subject(subject)
+        .attach(&mut res);
+    res
+}
+
+fn method_of(principal: &Principal) -> AuthMethod {
+    match principal.kind() {
+        PrincipalKind::ApiKey => AuthMethod::ApiKey,
+        _ => AuthMethod::Jwt,
+    }
+}
+
+/// Checks the account behind an authenticated request: disabled → 401
+/// `user_disabled`, gone → 401 `user_not_found`; otherwise the principal's
+/// scopes are narrowed to the account's current ones, so a scope an
+/// operator revoked stops working at once for its tokens and API keys
+/// (a granted one needs a new login: tokens carry their scopes).
+async fn current_account(
+    State(state): State<AppState>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(principal) = req.extensions().get::<Principal>().cloned() else {
+        return next.run(req).await;
+    };
+    let pool = state.0.backends.database.any_pool();
+    let user = match users::by_id(&pool, principal.subject()).await {
+        Ok(Some(user)) => user,
+        Ok(None) => {
+            let subject = principal.subject().to_owned();
+            let mut res =
+                reject(&Rejection::new(FailureReason::UserNotFound).with_subject(&*subject));
+            AuthOutcome::failure(method_of(&principal), FailureReason::UserNotFound)
+                .with_subject(subject)
+                .attach(&mut res);
+            return res;
+        }
+        Err(_) => return unavailable(),
+    };
+    if user.is_disabled() {
+        return user_disabled(method_of(&principal), user.id);
+    }
+    if principal
+        .scopes()
+        .any(|s| !user.scopes.iter().any(|u| u == s))
+    {
+        let kept: Vec<String> = principal
+            .scopes()
+            .filter(|s| user.scopes.iter().any(|u| u == s))
+            .map(str::to_owned)
+            .collect();
+        req.extensions_mut().insert(principal.with_scopes(kept));
+    }
+    next.run(req).await
+}
+
+/// A token refused as revoked whose (verified) subject is a disabled
+/// account is answered `user_disabled`: disabling revokes every token, and
+/// the reason the holder and the audit trail see is the account's state.
+async fn disabled_not_revoked(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let res = next.run(req).await;
+    let Some(subject) = res
+        .extensions()
+        .get::<Rejection>()
+        .filter(|r| r.reason() == FailureReason::TokenRevoked)
+        .and_then(|r| r.subject().map(str::to_owned))
+    else {
+        return res;
+    };
+    match users::is_disabled(&state.0.backends.database.any_pool(), &subject).await {
+        Ok(true) => user_disabled(AuthMethod::Jwt, subject),
+        Ok(false) => res,
+        Err(_) => unavailable(),
+    }
+}
+
+/// Revokes every token `subject` holds, through the revocation store the
+/// server reads: access and refresh tokens issued up to now stop working
+/// (after the JWT layer's revocation cache, 2 s by default).
+///
+/// # Errors
+///
+/// When the store cannot answer.
+pub async fn revoke_all_tokens(
+    backends: &Backends,
+    config: &Config,
+    subject: &str,
+) -> Result<(), portcullis::StoreError> {
+    let now = SystemTime::now();
+    // As TokenIssuer::revoke_all_for_subject: as long as any token issued
+    // until now can live.
+    let until = now + FAMILY_LIFETIME.max(config.refresh_lifetime) + config.token_lifetime;
+    backends
+        .revocations
+        .revoke_subject(subject, now, until)
+        .await
 }
