@@ -7,7 +7,7 @@ use std::hash::BuildHasher;
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
 
-use portcullis_core::attempt::{sort_hottest, sort_locked};
+use portcullis_core::attempt::{pair_involves, sort_hottest, sort_locked, sort_pairs};
 use portcullis_core::{
     Admission, AttemptKey, AttemptKeyKind, AttemptPolicy, AttemptState, AttemptStatus,
     AttemptStore, FailureRecord, Lock, LockedKey, ResetScope, StoreError, StoreErrorKind,
@@ -79,10 +79,10 @@ const SCAN_COUNT: usize = 500;
 /// update is usually one round trip and a stale memory (another instance
 /// wrote, or the TTL ran out) costs one retry, never a wrong answer.
 ///
-/// [`locked`](AttemptStore::locked) and [`hottest`](AttemptStore::hottest)
-/// are operator listings: they `SCAN` every attempt key of the kind, which
-/// is O(keys) and covers a single node only (on a cluster, run them per
-/// node).
+/// [`locked`](AttemptStore::locked), [`hottest`](AttemptStore::hottest)
+/// and [`pairs_of`](AttemptStore::pairs_of) are operator listings: they
+/// `SCAN` every attempt key of the kind, which is O(keys) and covers a
+/// single node only (on a cluster, run them per node).
 #[derive(Clone)]
 pub struct RedisAttemptStore {
     backend: RedisBackend,
@@ -459,6 +459,34 @@ impl AttemptStore for RedisAttemptStore {
             .filter(|(_, n)| *n > 0)
             .collect();
         sort_hottest(&mut out);
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn pairs_of(
+        &self,
+        of: &AttemptKey,
+        window: Duration,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<(AttemptKey, AttemptStatus)>, StoreError> {
+        if let AttemptKey::AccountIp(..) = of {
+            return Ok(self
+                .read(of)
+                .await?
+                .map(|state| (of.clone(), state.status(window, now)))
+                .into_iter()
+                .take(limit)
+                .collect());
+        }
+        let mut out: Vec<(AttemptKey, AttemptStatus)> = self
+            .scan(AttemptKeyKind::AccountIp)
+            .await?
+            .into_iter()
+            .filter(|(key, _)| pair_involves(key, of))
+            .map(|(key, state)| (key, state.status(window, now)))
+            .collect();
+        sort_pairs(&mut out);
         out.truncate(limit);
         Ok(out)
     }

@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use portcullis_core::attempt::{sort_hottest, sort_locked};
+use portcullis_core::attempt::{pair_involves, sort_hottest, sort_locked, sort_pairs};
 use portcullis_core::{
     Admission, AttemptKey, AttemptKeyKind, AttemptPolicy, AttemptState, AttemptStatus,
     AttemptStore, FailureRecord, Lock, LockedKey, ResetScope, StoreError, StoreErrorKind,
@@ -47,6 +47,23 @@ const HOT_PAGE: &str = "SELECT attempt_key, state, failures FROM login_attempt_s
      WHERE kind = $1 AND failures > 0 AND last_failure_at > $2 \
      AND (failures < $3 OR (failures = $3 AND attempt_key > $4)) \
      ORDER BY failures DESC, attempt_key LIMIT $5";
+
+/// One page of an address's account+address keys (`$2 <= key < $3`: the
+/// keys that start with `p:<ip>|`), after the key `$1`.
+const PAIRS_OF_IP: &str = "SELECT attempt_key, state FROM login_attempt_state \
+     WHERE kind = 'account_ip' AND attempt_key > $1 AND attempt_key >= $2 AND attempt_key < $3 \
+     ORDER BY attempt_key LIMIT $4";
+
+/// One page of the account+address keys ending in `$3` (`|` and the
+/// escaped account, `$2` characters long), after the key `$1`. A longer
+/// account ending the same way also matches: the caller filters exactly.
+const PAIRS_OF_ACCOUNT: &str = "SELECT attempt_key, state FROM login_attempt_state \
+     WHERE kind = 'account_ip' AND attempt_key > $1 \
+     AND substr(attempt_key, CAST(length(attempt_key) - $2 + 1 AS INTEGER)) = $3 \
+     ORDER BY attempt_key LIMIT $4";
+
+/// Rows read per `pairs_of` page.
+const PAIRS_PAGE_SIZE: usize = 256;
 
 const RECENT: &str = "SELECT email, ip_address, success, attempt_type, created_at \
      FROM login_attempts ORDER BY id DESC LIMIT $1";
@@ -544,9 +561,81 @@ impl AttemptStore for SqlAttemptStore {
             )
             .await
     }
+
+    async fn pairs_of(
+        &self,
+        of: &AttemptKey,
+        window: Duration,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<(AttemptKey, AttemptStatus)>, StoreError> {
+        self.db
+            .run(
+                "could not list account+address keys",
+                self.scan_pairs(of, window, now, limit),
+            )
+            .await
+    }
 }
 
 impl SqlAttemptStore {
+    /// Pages through the candidate rows of [`AttemptStore::pairs_of`] in
+    /// key order, keeping the exact matches, until `want` are found.
+    async fn scan_pairs(
+        &self,
+        of: &AttemptKey,
+        window: Duration,
+        now: SystemTime,
+        want: usize,
+    ) -> Result<Vec<(AttemptKey, AttemptStatus)>> {
+        let mut out = Vec::new();
+        if want == 0 {
+            return Ok(out);
+        }
+        if let AttemptKey::AccountIp(..) = of {
+            if let Some(state) = self.load(of).await? {
+                out.push((of.clone(), state.status(window, now)));
+            }
+            return Ok(out);
+        }
+        // Addresses print without `\\` or NUL: nothing to escape there.
+        let (low, high) = match of {
+            AttemptKey::Ip(ip) => (format!("p:{ip}|"), format!("p:{ip}}}")),
+            _ => (String::new(), String::new()),
+        };
+        let suffix = format!("|{}", escape(of.account().unwrap_or_default()));
+        let suffix_chars = i64::try_from(suffix.chars().count()).unwrap_or(i64::MAX);
+        let mut after = String::new();
+        loop {
+            let page = Arg::Int(limit(PAIRS_PAGE_SIZE));
+            let rows = if let AttemptKey::Ip(_) = of {
+                let args = [Arg::Text(&after), Arg::Text(&low), Arg::Text(&high), page];
+                self.db.read(PAIRS_OF_IP, &args).await?
+            } else {
+                let args = [
+                    Arg::Text(&after),
+                    Arg::Int(suffix_chars),
+                    Arg::Text(&suffix),
+                    page,
+                ];
+                self.db.read(PAIRS_OF_ACCOUNT, &args).await?
+            };
+            for row in &rows {
+                let stored = row.text(0)?;
+                let key = key_from_column(&stored)?;
+                if pair_involves(&key, of) {
+                    out.push((key, decode(row, 1)?.status(window, now)));
+                }
+                after = stored;
+            }
+            if rows.len() < PAIRS_PAGE_SIZE || out.len() >= want {
+                sort_pairs(&mut out);
+                out.truncate(want);
+                return Ok(out);
+            }
+        }
+    }
+
     /// Pages through the keys of `kind` with a failure near the window,
     /// most remembered failures first. The count in the window is at most
     /// the number remembered, so once a page's remembered count falls below

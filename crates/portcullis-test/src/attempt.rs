@@ -333,6 +333,88 @@ pub async fn hottest_orders_by_failures<S: AttemptStore>(factory: impl StoreFact
     assert!(cold.is_empty(), "failures outside the window are not hot");
 }
 
+/// `pairs_of` finds the account+address counters of one account (exactly
+/// that account: not one whose name ends like it, nor one with a backslash
+/// or a NUL that a backend escapes) or of one address, with their state,
+/// sorted by storage key, at most `limit`.
+pub async fn pairs_of_finds_the_account_and_address_counters<S: AttemptStore>(
+    factory: impl StoreFactory<S>,
+) {
+    let (store, clock) = build(factory).await;
+    let now = secs(&clock, 0);
+    let p = policy(2);
+    let window = Duration::from_secs(300);
+    let pair = |name: &str, addr: &str| AttemptKey::AccountIp(name.into(), ip(addr));
+    // alice locked from one address, one failure from another.
+    fail(&*store, &pair("alice", "192.0.2.1"), &p, now).await;
+    let locked = fail(&*store, &pair("alice", "192.0.2.1"), &p, now).await;
+    assert!(locked.newly_locked);
+    fail(&*store, &pair("alice", "2001:db8::"), &p, now).await;
+    // Look-alikes of alice, and others from the same address.
+    for name in [
+        "x|alice", "alice|x", "malice", "a\\lice", "alice\0", "alic%",
+    ] {
+        fail(&*store, &pair(name, "192.0.2.1"), &p, now).await;
+    }
+    fail(&*store, &pair("bob", "192.0.2.9"), &p, now).await;
+    fail(&*store, &account("alice"), &p, now).await;
+    fail(&*store, &AttemptKey::Ip(ip("192.0.2.1")), &p, now).await;
+    let pairs_of = |of: AttemptKey, limit| {
+        let store = store.clone();
+        async move {
+            store
+                .pairs_of(&of, window, now, limit)
+                .await
+                .unwrap_or_else(|e| panic!("pairs_of failed: {e}"))
+        }
+    };
+    let of_alice = pairs_of(account("alice"), 100).await;
+    assert_eq!(
+        of_alice.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+        [pair("alice", "192.0.2.1"), pair("alice", "2001:db8::")]
+    );
+    assert!(
+        of_alice[0].1.lock.is_some_and(|l| l.is_active(now)),
+        "the lock is shown"
+    );
+    assert_eq!(of_alice[1].1.failures, 1);
+    assert!(of_alice[1].1.lock.is_none());
+    for name in ["a\\lice", "alice\0", "x|alice"] {
+        let found = pairs_of(account(name), 100).await;
+        assert_eq!(
+            found.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+            [pair(name, "192.0.2.1")],
+            "{name:?}"
+        );
+    }
+    let of_ip = pairs_of(AttemptKey::Ip(ip("192.0.2.1")), 100).await;
+    assert_eq!(of_ip.len(), 7, "alice and the six look-alikes");
+    assert!(of_ip.iter().all(|(k, _)| k.ip() == Some(ip("192.0.2.1"))));
+    let mut sorted = of_ip.clone();
+    sorted.sort_by_cached_key(|(k, _)| k.storage_key());
+    assert_eq!(of_ip, sorted, "sorted by storage key");
+    assert_eq!(pairs_of(AttemptKey::Ip(ip("192.0.2.1")), 3).await.len(), 3);
+    assert_eq!(
+        pairs_of(pair("bob", "192.0.2.9"), 10).await.len(),
+        1,
+        "a pair lists itself"
+    );
+    assert!(pairs_of(account("carol"), 10).await.is_empty());
+    assert!(
+        pairs_of(AttemptKey::Ip(ip("198.51.100.1")), 10)
+            .await
+            .is_empty()
+    );
+    // Unlocking what it found clears the account from that address.
+    for (key, _) in &of_alice {
+        store
+            .unlock(key, now)
+            .await
+            .unwrap_or_else(|e| panic!("unlock failed: {e}"));
+    }
+    assert!(pairs_of(account("alice"), 100).await.is_empty());
+}
+
 /// An account, an address and their pair are three counters, and account
 /// names with separators or non-ASCII characters do not run together.
 pub async fn key_kinds_and_odd_accounts_stay_apart<S: AttemptStore>(factory: impl StoreFactory<S>) {

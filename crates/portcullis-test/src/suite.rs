@@ -95,6 +95,7 @@ macro_rules! attempt_store_tests {
             operator_locks_unlocks_and_listing_order,
             hottest_orders_by_failures,
             key_kinds_and_odd_accounts_stay_apart,
+            pairs_of_finds_the_account_and_address_counters,
             failures_from_clocks_behind_still_count,
             matches_the_reference_state_machine,
         ]);

@@ -483,6 +483,44 @@ pub trait AttemptStore: Send + Sync + 'static {
         now: SystemTime,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<(AttemptKey, u32)>, StoreError>> + Send;
+
+    /// The account+address keys that involve `of`, with their state
+    /// (failures counted within `window`): for [`AttemptKey::Account`]
+    /// every `AccountIp` key of that account, for [`AttemptKey::Ip`] every
+    /// `AccountIp` key of that address, for an `AccountIp` key that key
+    /// alone. At most `limit`, sorted by [`storage_key`](AttemptKey::storage_key)
+    /// (which ones are kept when more match is up to the backend).
+    ///
+    /// Operators need it: the lockout layer locks an account both on its
+    /// own counter and on the account's counter from the guessing address,
+    /// so unlocking an account (or an address) must find those too. It may
+    /// be O(keys of the kind) (an operator listing, like
+    /// [`locked`](Self::locked)).
+    fn pairs_of(
+        &self,
+        of: &AttemptKey,
+        window: Duration,
+        now: SystemTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(AttemptKey, AttemptStatus)>, StoreError>> + Send;
+}
+
+/// Whether `pair` is one of the keys [`AttemptStore::pairs_of`] lists for
+/// `of`: backends that filter candidates themselves use it for the exact
+/// decision.
+#[must_use]
+pub fn pair_involves(pair: &AttemptKey, of: &AttemptKey) -> bool {
+    match (pair, of) {
+        (AttemptKey::AccountIp(account, _), AttemptKey::Account(wanted)) => account == wanted,
+        (AttemptKey::AccountIp(_, ip), AttemptKey::Ip(wanted)) => ip == wanted,
+        (AttemptKey::AccountIp(..), AttemptKey::AccountIp(..)) => pair == of,
+        _ => false,
+    }
+}
+
+/// The order [`AttemptStore::pairs_of`] promises: by storage key.
+pub fn sort_pairs(pairs: &mut [(AttemptKey, AttemptStatus)]) {
+    pairs.sort_by_cached_key(|(k, _)| k.storage_key());
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -544,6 +582,13 @@ trait DynAttemptStore: Send + Sync + 'static {
         now: SystemTime,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<(AttemptKey, u32)>, StoreError>>;
+    fn pairs_of_boxed<'a>(
+        &'a self,
+        of: &'a AttemptKey,
+        window: Duration,
+        now: SystemTime,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(AttemptKey, AttemptStatus)>, StoreError>>;
 }
 
 impl<T: AttemptStore> DynAttemptStore for T {
@@ -620,6 +665,15 @@ impl<T: AttemptStore> DynAttemptStore for T {
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<(AttemptKey, u32)>, StoreError>> {
         Box::pin(self.hottest(kind, window, now, limit))
+    }
+    fn pairs_of_boxed<'a>(
+        &'a self,
+        of: &'a AttemptKey,
+        window: Duration,
+        now: SystemTime,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(AttemptKey, AttemptStatus)>, StoreError>> {
+        Box::pin(self.pairs_of(of, window, now, limit))
     }
 }
 
@@ -704,6 +758,15 @@ impl AttemptStore for BoxAttemptStore {
     ) -> Result<Vec<(AttemptKey, u32)>, StoreError> {
         self.0.hottest_boxed(kind, window, now, limit).await
     }
+    async fn pairs_of(
+        &self,
+        of: &AttemptKey,
+        window: Duration,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<(AttemptKey, AttemptStatus)>, StoreError> {
+        self.0.pairs_of_boxed(of, window, now, limit).await
+    }
 }
 
 impl<T: AttemptStore> AttemptStore for Arc<T> {
@@ -781,6 +844,15 @@ impl<T: AttemptStore> AttemptStore for Arc<T> {
     ) -> impl Future<Output = Result<Vec<(AttemptKey, u32)>, StoreError>> + Send {
         T::hottest(self, kind, window, now, limit)
     }
+    fn pairs_of(
+        &self,
+        of: &AttemptKey,
+        window: Duration,
+        now: SystemTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(AttemptKey, AttemptStatus)>, StoreError>> + Send {
+        T::pairs_of(self, of, window, now, limit)
+    }
 }
 
 /// What an outer lockout layer tells inner layers about a request, as a
@@ -839,28 +911,40 @@ pub struct CaptchaSolved;
 /// # }).unwrap();
 /// ```
 pub struct MemoryAttemptStore {
-    shards: Box<[Mutex<HashMap<AttemptKey, AttemptState>>]>,
+    /// Each shard with its own bound: the bounds add up to the capacity.
+    shards: Box<[(Mutex<HashMap<AttemptKey, AttemptState>>, usize)]>,
     hasher: RandomState,
-    shard_capacity: usize,
 }
 
 impl MemoryAttemptStore {
-    /// A store holding at most about `capacity` keys.
+    /// A store holding at most `capacity` keys (at least 1).
     #[must_use]
     pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
         // Shards of at least 64 keys, so that eviction has room to choose.
         let shards = (capacity / 64).clamp(1, 64);
+        // The first `capacity % shards` shards hold one key more, so the
+        // bounds add up to `capacity` exactly (rounding every shard up
+        // would overshoot: 64 × 782 = 50 048 for 50 000).
+        let (base, extra) = (capacity / shards, capacity % shards);
         Self {
-            shards: (0..shards).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..shards)
+                .map(|i| (Mutex::new(HashMap::new()), base + usize::from(i < extra)))
+                .collect(),
             hasher: RandomState::new(),
-            shard_capacity: capacity.div_ceil(shards).max(1),
         }
+    }
+
+    /// The most keys the store holds.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.shards.iter().map(|(_, bound)| bound).sum()
     }
 
     /// Number of keys held (including stale ones not yet dropped).
     #[must_use]
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).len()).sum()
+        self.shards.iter().map(|(s, _)| lock(s).len()).sum()
     }
 
     /// Whether the store holds no keys.
@@ -871,15 +955,24 @@ impl MemoryAttemptStore {
 
     /// Drops every entry nothing depends on any more at `now`.
     pub fn purge(&self, now: SystemTime) {
-        for shard in &self.shards {
+        for (shard, _) in &self.shards {
             lock(shard).retain(|_, e| !e.is_stale(now));
         }
     }
 
     fn shard(&self, key: &AttemptKey) -> MutexGuard<'_, HashMap<AttemptKey, AttemptState>> {
+        self.shard_with_bound(key).0
+    }
+
+    /// The key's shard, locked, and how many keys it may hold.
+    fn shard_with_bound(
+        &self,
+        key: &AttemptKey,
+    ) -> (MutexGuard<'_, HashMap<AttemptKey, AttemptState>>, usize) {
         let hash = self.hasher.hash_one(key);
         let index = usize::try_from(hash % self.shards.len() as u64).unwrap_or(0);
-        lock(&self.shards[index])
+        let (shard, bound) = &self.shards[index];
+        (lock(shard), *bound)
     }
 
     /// Applies `op` to the state of `key` under its shard lock, inserting a
@@ -891,9 +984,9 @@ impl MemoryAttemptStore {
         now: SystemTime,
         op: impl FnOnce(&mut AttemptState) -> R,
     ) -> Result<R, StoreError> {
-        let mut map = self.shard(key);
-        if !map.contains_key(key) && map.len() >= self.shard_capacity {
-            self.make_room(&mut map, now)?;
+        let (mut map, bound) = self.shard_with_bound(key);
+        if !map.contains_key(key) && map.len() >= bound {
+            Self::make_room(&mut map, bound, now)?;
         }
         let state = map.entry(key.clone()).or_default();
         let out = op(state);
@@ -921,12 +1014,12 @@ impl MemoryAttemptStore {
     }
 
     fn make_room(
-        &self,
         map: &mut HashMap<AttemptKey, AttemptState>,
+        bound: usize,
         now: SystemTime,
     ) -> Result<(), StoreError> {
         map.retain(|_, e| !e.is_stale(now));
-        if map.len() < self.shard_capacity {
+        if map.len() < bound {
             return Ok(());
         }
         // Evict the idle entry with the fewest failures in a sample.
@@ -959,7 +1052,7 @@ impl fmt::Debug for MemoryAttemptStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryAttemptStore")
             .field("shards", &self.shards.len())
-            .field("shard_capacity", &self.shard_capacity)
+            .field("capacity", &self.capacity())
             .finish_non_exhaustive()
     }
 }
@@ -1041,7 +1134,7 @@ impl AttemptStore for MemoryAttemptStore {
         limit: usize,
     ) -> Result<Vec<LockedKey>, StoreError> {
         let mut out = Vec::new();
-        for shard in &self.shards {
+        for (shard, _) in &self.shards {
             let map = lock(shard);
             out.extend(
                 map.iter()
@@ -1067,7 +1160,7 @@ impl AttemptStore for MemoryAttemptStore {
         limit: usize,
     ) -> Result<Vec<(AttemptKey, u32)>, StoreError> {
         let mut out = Vec::new();
-        for shard in &self.shards {
+        for (shard, _) in &self.shards {
             let map = lock(shard);
             out.extend(
                 map.iter()
@@ -1078,6 +1171,27 @@ impl AttemptStore for MemoryAttemptStore {
             );
         }
         sort_hottest(&mut out);
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn pairs_of(
+        &self,
+        of: &AttemptKey,
+        window: Duration,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<(AttemptKey, AttemptStatus)>, StoreError> {
+        let mut out = Vec::new();
+        for (shard, _) in &self.shards {
+            let map = lock(shard);
+            out.extend(
+                map.iter()
+                    .filter(|(k, _)| pair_involves(k, of))
+                    .map(|(k, s)| (k.clone(), s.status(window, now))),
+            );
+        }
+        sort_pairs(&mut out);
         out.truncate(limit);
         Ok(out)
     }
@@ -1287,6 +1401,47 @@ mod tests {
             Admission::Locked(_)
         ));
         assert!(store.len() <= 4, "bounded: {}", store.len());
+    }
+
+    #[tokio::test]
+    async fn the_bound_is_exact_for_every_capacity() {
+        // 50 000 used to round up per shard to 64 × 782 = 50 048 keys.
+        for capacity in [1, 63, 64, 65, 1000, 4097, 50_000] {
+            let store = MemoryAttemptStore::new(capacity);
+            assert_eq!(store.capacity(), capacity);
+            let p = policy(5);
+            for i in 0..u32::try_from(capacity * 2 + 100).unwrap() {
+                let key = AttemptKey::Ip(IpAddr::from(i.to_be_bytes()));
+                store.record_failure(&key, &p, false, at(0)).await.unwrap();
+                if i % 4096 == 0 {
+                    assert!(store.len() <= capacity, "{} > {capacity}", store.len());
+                }
+            }
+            assert!(store.len() <= capacity, "{} > {capacity}", store.len());
+            assert!(store.len() > capacity * 9 / 10, "the store fills up");
+        }
+    }
+
+    #[tokio::test]
+    async fn pairs_of_an_account_or_an_address() {
+        let store = MemoryAttemptStore::new(100);
+        let p = policy(5);
+        let a = |ip: &str| AttemptKey::AccountIp("alice".into(), ip.parse().unwrap());
+        let b = |ip: &str| AttemptKey::AccountIp("x|alice".into(), ip.parse().unwrap());
+        for key in [a("192.0.2.1"), a("192.0.2.2"), b("192.0.2.1"), alice()] {
+            fail(&store, &key, &p, 0).await;
+        }
+        let of_alice = store.pairs_of(&alice(), p.window, at(1), 10).await.unwrap();
+        let keys: Vec<_> = of_alice.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(keys, [a("192.0.2.1"), a("192.0.2.2")]);
+        assert_eq!(of_alice[0].1.failures, 1);
+        let ip = AttemptKey::Ip("192.0.2.1".parse().unwrap());
+        let of_ip = store.pairs_of(&ip, p.window, at(1), 10).await.unwrap();
+        assert_eq!(of_ip.len(), 2);
+        assert_eq!(
+            store.pairs_of(&ip, p.window, at(1), 1).await.unwrap().len(),
+            1
+        );
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use ipnet::IpNet;
 use portcullis_core::{
@@ -58,6 +58,38 @@ fn account_key(account: &str) -> Option<AttemptKey> {
     canonical_identifier(account).map(AttemptKey::Account)
 }
 
+/// The most account+address counters one unlock or status looks at (an
+/// account guessed from more addresses than this keeps the rest; run the
+/// unlock again).
+pub const MAX_PAIRS: usize = 10_000;
+
+/// An account's counter from one address (IPv6: its /64), as
+/// [`LockoutAdmin::account_pairs`] lists them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountAddress {
+    /// The address (as grouped by the layer).
+    pub ip: IpAddr,
+    /// The counter's state.
+    pub status: AttemptStatus,
+}
+
+/// What [`LockoutAdmin::unlock`] and [`LockoutAdmin::unlock_ip`] lifted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Unlocked {
+    /// The account's (or the address's) own lock was in force.
+    pub own: bool,
+    /// Account+address locks lifted.
+    pub pairs: usize,
+}
+
+impl Unlocked {
+    /// Whether any lock was lifted.
+    #[must_use]
+    pub fn any(&self) -> bool {
+        self.own || self.pairs > 0
+    }
+}
+
 impl<St: AttemptStore> LockoutAdmin<St> {
     pub(crate) fn new(config: Config<St>) -> Self {
         Self { config }
@@ -74,6 +106,70 @@ impl<St: AttemptStore> LockoutAdmin<St> {
             .store
             .locked(AttemptKeyKind::Account, now, limit)
             .await
+    }
+
+    /// Account+address counters locked now (an account locked for one
+    /// address only), longest lock first, at most `limit`.
+    ///
+    /// # Errors
+    ///
+    /// The store could not answer.
+    pub async fn locked_pairs(&self, limit: usize) -> Result<Vec<LockedKey>, StoreError> {
+        let now = self.config.clock.now();
+        self.config
+            .store
+            .locked(AttemptKeyKind::AccountIp, now, limit)
+            .await
+    }
+
+    /// The counters of `account` from single addresses (the layer locks
+    /// these too: a lock there refuses the account from that address with
+    /// `429 account_locked`), at most [`MAX_PAIRS`], sorted by address.
+    ///
+    /// # Errors
+    ///
+    /// The store could not answer.
+    pub async fn account_pairs(&self, account: &str) -> Result<Vec<AccountAddress>, StoreError> {
+        let Some(key) = account_key(account) else {
+            return Ok(Vec::new());
+        };
+        let now = self.config.clock.now();
+        let window = self.pair_window();
+        let pairs = self
+            .config
+            .store
+            .pairs_of(&key, window, now, MAX_PAIRS)
+            .await?;
+        let mut out: Vec<AccountAddress> = pairs
+            .into_iter()
+            .filter_map(|(key, status)| key.ip().map(|ip| AccountAddress { ip, status }))
+            .collect();
+        out.sort_by_key(|p| p.ip);
+        Ok(out)
+    }
+
+    fn pair_window(&self) -> Duration {
+        self.config
+            .pair
+            .as_ref()
+            .map_or(self.config.account.window, |p| p.window)
+    }
+
+    /// Unlocks every account+address counter that involves `of` (an
+    /// account or an address key); returns how many were locked.
+    async fn unlock_pairs(&self, of: &AttemptKey, now: SystemTime) -> Result<usize, StoreError> {
+        let pairs = self
+            .config
+            .store
+            .pairs_of(of, self.pair_window(), now, MAX_PAIRS)
+            .await?;
+        let mut lifted = 0;
+        for (pair, _) in pairs {
+            if self.config.store.unlock(&pair, now).await?.is_some() {
+                lifted += 1;
+            }
+        }
+        Ok(lifted)
     }
 
     /// Addresses locked now after repeated failures, at most `limit` (the
@@ -131,28 +227,46 @@ impl<St: AttemptStore> LockoutAdmin<St> {
     }
 
     /// Unlocks `account` and forgets its failures (seed 000: "locked
-    /// accounts require admin unlock or automatic expiry"). The counters of
-    /// the account from single addresses are left as they are: an address
-    /// that was guessing stays locked out.
+    /// accounts require admin unlock or automatic expiry"): the account's
+    /// own counter **and** its counters from single addresses (the layer
+    /// locks those too, and a lock left there keeps refusing the user on
+    /// that address with `429 account_locked`).
     ///
     /// Returns the `security.account_unlocked` event when a lock was lifted
-    /// (attach it to the admin endpoint's response), `None` when the account
-    /// was not locked.
+    /// (attach it to the admin endpoint's response; its count is the
+    /// number of locks lifted), `None` when the account was not locked.
+    /// [`unlock_report`](Self::unlock_report) says which locks.
     ///
     /// # Errors
     ///
     /// The store could not answer.
     pub async fn unlock(&self, account: &str) -> Result<Option<SecurityEvent>, StoreError> {
+        Ok(self.unlock_report(account).await?.1)
+    }
+
+    /// Like [`unlock`](Self::unlock), also saying what was lifted.
+    ///
+    /// # Errors
+    ///
+    /// The store could not answer.
+    pub async fn unlock_report(
+        &self,
+        account: &str,
+    ) -> Result<(Unlocked, Option<SecurityEvent>), StoreError> {
         let Some(key) = account_key(account) else {
-            return Ok(None);
+            return Ok((Unlocked::default(), None));
         };
         let now = self.config.clock.now();
-        let was = self.config.store.unlock(&key, now).await?;
-        Ok(was.map(|_| {
+        let own = self.config.store.unlock(&key, now).await?.is_some();
+        let pairs = self.unlock_pairs(&key, now).await?;
+        let unlocked = Unlocked { own, pairs };
+        let event = unlocked.any().then(|| {
             SecurityEvent::new(EventKind::AccountUnlocked)
                 .with_identifier(key.account().unwrap_or_default())
+                .with_count(u32::try_from(pairs + usize::from(own)).unwrap_or(u32::MAX))
                 .with_detail("unlocked by an operator")
-        }))
+        });
+        Ok((unlocked, event))
     }
 
     /// Locks `account` for `duration` (`None`: until unlocked). Returns the
@@ -182,15 +296,29 @@ impl<St: AttemptStore> LockoutAdmin<St> {
         Ok(Some(event))
     }
 
-    /// Unlocks an address locked after repeated failures.
+    /// Unlocks an address locked after repeated failures, and the
+    /// accounts locked for that address only (their account+address
+    /// counters); the accounts' own locks stay. Returns whether any lock
+    /// was lifted; [`unlock_ip_report`](Self::unlock_ip_report) says which.
     ///
     /// # Errors
     ///
     /// The store could not answer.
     pub async fn unlock_ip(&self, ip: IpAddr) -> Result<bool, StoreError> {
+        Ok(self.unlock_ip_report(ip).await?.any())
+    }
+
+    /// Like [`unlock_ip`](Self::unlock_ip), saying what was lifted.
+    ///
+    /// # Errors
+    ///
+    /// The store could not answer.
+    pub async fn unlock_ip_report(&self, ip: IpAddr) -> Result<Unlocked, StoreError> {
         let now = self.config.clock.now();
         let key = AttemptKey::Ip(self.config.grouping.key(ip));
-        Ok(self.config.store.unlock(&key, now).await?.is_some())
+        let own = self.config.store.unlock(&key, now).await?.is_some();
+        let pairs = self.unlock_pairs(&key, now).await?;
+        Ok(Unlocked { own, pairs })
     }
 
     /// Puts `network` (an address converts: `IpAddr` → /32 or /128) on the

@@ -173,7 +173,7 @@ mod service;
 #[cfg(test)]
 mod tests;
 
-pub use admin::{HotIp, LockoutAdmin};
+pub use admin::{AccountAddress, HotIp, LockoutAdmin, MAX_PAIRS, Unlocked};
 pub use extract::{DEFAULT_MAX_BODY, IdentifierSource};
 pub use key::{IpGrouping, MAX_IDENTIFIER_CHARS, canonical_identifier};
 pub use layer::{LockoutLayer, default_ip_policy};

@@ -270,12 +270,38 @@ impl<St: AttemptStore, R> Flow<St, R> {
         event
     }
 
-    /// Events for a failure that locked a key.
+    /// Events for one failure recorded on an account's counter and on its
+    /// counter from the client's address: one lock decision is one pair of
+    /// events (`brute_force_detected`, `account_locked`), even when both
+    /// counters locked at once (then the account's lock speaks for both,
+    /// and its detail says so), so lockout metrics count decisions, not
+    /// counters.
+    fn account_lock_events(
+        &self,
+        account: Option<(&AttemptKey, &FailureRecord)>,
+        pair: Option<(&AttemptKey, &FailureRecord)>,
+        ip: Option<IpAddr>,
+        events: &mut Vec<SecurityEvent>,
+    ) {
+        match (account, pair) {
+            (Some((key, record)), Some((_, both))) if record.newly_locked && both.newly_locked => {
+                self.lock_events(key, record, true, ip, events);
+            }
+            (account, pair) => {
+                for (key, record) in account.into_iter().chain(pair) {
+                    self.lock_events(key, record, false, ip, events);
+                }
+            }
+        }
+    }
+
+    /// Events for a failure that locked a key; `with_pair`: the account's
+    /// counter from this address locked with it.
     fn lock_events(
         &self,
         key: &AttemptKey,
         record: &FailureRecord,
-        policy: &AttemptPolicy,
+        with_pair: bool,
         ip: Option<IpAddr>,
         events: &mut Vec<SecurityEvent>,
     ) {
@@ -289,6 +315,9 @@ impl<St: AttemptStore, R> Flow<St, R> {
             .with_detail(match record.lock {
                 Some(Lock::UntilUnlocked) => "consecutive-failure cap reached",
                 _ => match key {
+                    AttemptKey::Account(_) if with_pair => {
+                        "failures for the account within the window (from this address too)"
+                    }
                     AttemptKey::Account(_) => "failures for the account within the window",
                     AttemptKey::AccountIp(..) => {
                         "failures for the account from one address within the window"
@@ -306,6 +335,8 @@ impl<St: AttemptStore, R> Flow<St, R> {
                 .with_reason(FailureReason::AccountLocked)
                 .with_detail(if key.ip().is_some() {
                     "account locked for one address"
+                } else if with_pair {
+                    "account locked (and for this address)"
                 } else {
                     "account locked"
                 }),
@@ -315,7 +346,6 @@ impl<St: AttemptStore, R> Flow<St, R> {
             locked = locked.with_until(until);
             detected = detected.with_until(until);
         }
-        let _ = policy;
         events.push(detected);
         events.push(locked);
     }
@@ -445,7 +475,7 @@ impl<St: AttemptStore, R> Flow<St, R> {
                     counts.account = Some(policy.limit);
                 }
                 Ok(Admission::Locked(lock)) => {
-                    let rejection = lock_rejection(lock, policy, now);
+                    let rejection = lock_rejection(lock, policy, now, ctx.identifier.as_ref());
                     if let Verdict::Reject(r) = self.reject_or_shadow(rejection, ctx) {
                         return Verdict::Reject(r);
                     }
@@ -453,9 +483,7 @@ impl<St: AttemptStore, R> Flow<St, R> {
                 Ok(Admission::Busy) => {
                     // Concurrent attempts already fill the window: whatever
                     // they report, this one could exceed the limit.
-                    let rejection = Rejection::new(FailureReason::AccountLocked)
-                        .with_retry_after(Duration::from_secs(1))
-                        .with_detail("attempts in flight fill the window");
+                    let rejection = busy_rejection(ctx.identifier.as_ref());
                     if let Verdict::Reject(r) = self.reject_or_shadow(rejection, ctx) {
                         return Verdict::Reject(r);
                     }
@@ -475,15 +503,13 @@ impl<St: AttemptStore, R> Flow<St, R> {
                     counts.account = Some(counts.account.unwrap_or(0).max(failures));
                 }
                 Ok(Admission::Locked(lock)) => {
-                    let rejection = lock_rejection(lock, policy, now);
+                    let rejection = lock_rejection(lock, policy, now, ctx.identifier.as_ref());
                     if let Verdict::Reject(r) = self.reject_or_shadow(rejection, ctx) {
                         return Verdict::Reject(r);
                     }
                 }
                 Ok(Admission::Busy) => {
-                    let rejection = Rejection::new(FailureReason::AccountLocked)
-                        .with_retry_after(Duration::from_secs(1))
-                        .with_detail("attempts in flight fill the window");
+                    let rejection = busy_rejection(ctx.identifier.as_ref());
                     if let Verdict::Reject(r) = self.reject_or_shadow(rejection, ctx) {
                         return Verdict::Reject(r);
                     }
@@ -498,14 +524,15 @@ impl<St: AttemptStore, R> Flow<St, R> {
         Verdict::Continue
     }
 
-    /// Step 7: records what the response reports. Returns a lock when the
-    /// response must be replaced by the lock response.
+    /// Step 7: records what the response reports. Returns a lock (and the
+    /// account it holds) when the response must be replaced by the lock
+    /// response.
     async fn settle(
         &self,
         ctx: &mut Request2<St>,
         reported: Reported,
         proven: bool,
-    ) -> Result<Option<(Lock, AttemptPolicy)>, StoreError> {
+    ) -> Result<Option<(Lock, AttemptPolicy, Option<Arc<str>>)>, StoreError> {
         let config = &self.config;
         let store = &config.store;
         let now = config.clock.now();
@@ -518,7 +545,7 @@ impl<St: AttemptStore, R> Flow<St, R> {
         if let Some(lock) = ctx.captcha_unlock
             && !proven
         {
-            mask = Some((lock, config.account.clone()));
+            mask = Some((lock, config.account.clone(), ctx.identifier.clone()));
             ctx.events.push(
                 self.event(EventKind::AccountLocked, ctx.ip, ctx.identifier.as_ref())
                     .with_reason(FailureReason::AccountLocked)
@@ -538,19 +565,27 @@ impl<St: AttemptStore, R> Flow<St, R> {
 
         match reported {
             Reported::Failure(_) => {
+                let mut account = None;
                 if let Some(key) = &ctx.account {
                     let record = store
                         .record_failure(key, &config.account, held(key), now)
                         .await?;
-                    self.lock_events(key, &record, &config.account, ctx.ip, &mut ctx.events);
+                    account = Some((key, record));
                 }
+                let mut pair = None;
                 if let (Some(key), Some(policy)) = (&ctx.pair, &config.pair) {
                     let record = store.record_failure(key, policy, held(key), now).await?;
-                    self.lock_events(key, &record, policy, ctx.ip, &mut ctx.events);
+                    pair = Some((key, record));
                 }
+                self.account_lock_events(
+                    account.as_ref().map(|(k, r)| (*k, r)),
+                    pair.as_ref().map(|(k, r)| (*k, r)),
+                    ctx.ip,
+                    &mut ctx.events,
+                );
                 if let (Some(key), Some(policy)) = (&ctx.ip_key, &config.ip) {
                     let record = store.record_failure(key, policy, false, now).await?;
-                    self.lock_events(key, &record, policy, ctx.ip, &mut ctx.events);
+                    self.lock_events(key, &record, false, ctx.ip, &mut ctx.events);
                 }
                 if let Some(id) = other.filter(|_| !same) {
                     // The outcome names another account than the request
@@ -560,18 +595,26 @@ impl<St: AttemptStore, R> Flow<St, R> {
                     let record = store
                         .record_failure(&key, &config.account, false, now)
                         .await?;
-                    self.lock_events(&key, &record, &config.account, ctx.ip, &mut ctx.events);
                     if let Some(lock) = record.lock.filter(|_| !record.newly_locked) {
-                        mask = Some((lock, config.account.clone()));
+                        mask = Some((lock, config.account.clone(), Some(Arc::clone(&id))));
                     }
+                    let mut pair = None;
                     if let (Some(ip), Some(policy)) = (ctx.ip, &config.pair) {
-                        let key = AttemptKey::AccountIp(id, config.grouping.key(ip));
-                        let record = store.record_failure(&key, policy, false, now).await?;
-                        self.lock_events(&key, &record, policy, ctx.ip, &mut ctx.events);
-                        if let Some(lock) = record.lock.filter(|_| !record.newly_locked) {
-                            mask = Some((lock, policy.clone()));
+                        let pair_key =
+                            AttemptKey::AccountIp(Arc::clone(&id), config.grouping.key(ip));
+                        let pair_record =
+                            store.record_failure(&pair_key, policy, false, now).await?;
+                        if let Some(lock) = pair_record.lock.filter(|_| !pair_record.newly_locked) {
+                            mask = Some((lock, policy.clone(), Some(Arc::clone(&id))));
                         }
+                        pair = Some((pair_key, pair_record));
                     }
+                    self.account_lock_events(
+                        Some((&key, &record)),
+                        pair.as_ref().map(|(k, r)| (k, r)),
+                        ctx.ip,
+                        &mut ctx.events,
+                    );
                 }
             }
             Reported::Success(_) if same => {
@@ -595,7 +638,7 @@ impl<St: AttemptStore, R> Flow<St, R> {
                 if let Admission::Locked(lock) =
                     store.begin(&key, &config.account, false, now).await?
                 {
-                    mask = Some((lock, config.account.clone()));
+                    mask = Some((lock, config.account.clone(), Some(Arc::clone(&id))));
                 } else {
                     store
                         .record_success(&key, ResetScope::Consecutive, false, now)
@@ -618,11 +661,36 @@ impl<St: AttemptStore, R> Flow<St, R> {
     }
 }
 
-fn lock_rejection(lock: Lock, policy: &AttemptPolicy, now: SystemTime) -> Rejection {
+/// The refusal of an attempt on a locked account. It names the account
+/// (canonical, as counted) for the audit trail only — the
+/// `security.account_locked` record of a refused attempt says which
+/// account was hammered; responders never render it.
+fn lock_rejection(
+    lock: Lock,
+    policy: &AttemptPolicy,
+    now: SystemTime,
+    account: Option<&Arc<str>>,
+) -> Rejection {
     let after = lock.remaining(now).unwrap_or(policy.max_lock);
-    Rejection::new(FailureReason::AccountLocked)
+    let rejection = Rejection::new(FailureReason::AccountLocked)
         .with_retry_after(after.max(Duration::from_secs(1)))
-        .with_detail("account locked")
+        .with_detail("account locked");
+    match account {
+        Some(account) => rejection.with_subject(Arc::clone(account)),
+        None => rejection,
+    }
+}
+
+/// Attempts in flight already fill the window (see [`lock_rejection`] for
+/// the account it names).
+fn busy_rejection(account: Option<&Arc<str>>) -> Rejection {
+    let rejection = Rejection::new(FailureReason::AccountLocked)
+        .with_retry_after(Duration::from_secs(1))
+        .with_detail("attempts in flight fill the window");
+    match account {
+        Some(account) => rejection.with_subject(Arc::clone(account)),
+        None => rejection,
+    }
 }
 
 fn unavailable(err: StoreError) -> Rejection {
@@ -757,10 +825,10 @@ impl<St: AttemptStore, R> Flow<St, R> {
             || is_captcha_rejection(&response);
         match self.settle(&mut ctx, reported, proven).await {
             Ok(None) => {}
-            Ok(Some((lock, policy))) if !config.shadow => {
+            Ok(Some((lock, policy, account))) if !config.shadow => {
                 // The credential was evaluated for an account that was
                 // locked: answer exactly what the pre-check would have.
-                let rejection = lock_rejection(lock, &policy, config.clock.now());
+                let rejection = lock_rejection(lock, &policy, config.clock.now(), account.as_ref());
                 let events = std::mem::take(&mut ctx.events);
                 return Ok(respond_with(
                     &self.respond,

@@ -182,15 +182,15 @@ async fn row_102_lock_events_are_attached_to_the_locking_response() {
     let res = send(&svc, attempt("alice", "wrong", "198.51.100.7")).await;
     let events = SecurityEvents::of(&res);
     let kinds: Vec<_> = events.iter().map(|e| e.kind()).collect();
-    // Account and account+address both reached 5.
+    // Account and account+address both reached 5: one decision, one pair
+    // of events (lockout metrics count one lock, not two).
     assert_eq!(
         kinds,
-        [
-            EventKind::BruteForceDetected,
-            EventKind::AccountLocked,
-            EventKind::BruteForceDetected,
-            EventKind::AccountLocked
-        ]
+        [EventKind::BruteForceDetected, EventKind::AccountLocked]
+    );
+    assert_eq!(
+        events[1].detail(),
+        Some("account locked (and for this address)")
     );
     let locked = &events[1];
     assert_eq!(locked.identifier(), Some("alice"));
@@ -505,6 +505,16 @@ impl AttemptStore for FlakyStore {
     ) -> Result<Vec<(AttemptKey, u32)>, StoreError> {
         self.check()?;
         self.inner.hottest(kind, window, now, limit).await
+    }
+    async fn pairs_of(
+        &self,
+        of: &AttemptKey,
+        window: Duration,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<(AttemptKey, AttemptStatus)>, StoreError> {
+        self.check()?;
+        self.inner.pairs_of(of, window, now, limit).await
     }
 }
 
@@ -941,4 +951,189 @@ async fn a_shared_rate_limit_spans_instances_and_fails_closed() {
     let res = send(&down, attempt("alice", PASSWORD, "192.0.2.1")).await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reason(&res), Some(FailureReason::UpstreamUnavailable));
+}
+
+#[tokio::test]
+async fn a_lock_of_the_account_from_one_address_only_is_reported_once() {
+    // The account+address counter locks at 3, the account's at 10: the
+    // third failure is one decision with one pair of events.
+    let clock = clock();
+    let pair_policy = AttemptPolicy::new(3, Duration::from_secs(300), Duration::from_secs(600));
+    let svc = layer(&clock)
+        .with_account_policy(AttemptPolicy::new(
+            10,
+            Duration::from_secs(300),
+            Duration::from_secs(1800),
+        ))
+        .unwrap()
+        .with_account_ip_policy(Some(pair_policy))
+        .unwrap()
+        .layer(Login::new().service());
+    for _ in 0..2 {
+        send(&svc, attempt("alice", "wrong", "198.51.100.7")).await;
+    }
+    let res = send(&svc, attempt("alice", "wrong", "198.51.100.7")).await;
+    let events = SecurityEvents::of(&res);
+    assert_eq!(
+        kinds(&res),
+        [EventKind::BruteForceDetected, EventKind::AccountLocked]
+    );
+    assert_eq!(events[1].detail(), Some("account locked for one address"));
+}
+
+#[tokio::test]
+async fn attempts_refused_during_a_lock_name_the_account() {
+    let clock = clock();
+    let svc = layer(&clock).layer(Login::new().service());
+    for _ in 0..5 {
+        send(&svc, attempt("alice", "wrong", "198.51.100.7")).await;
+    }
+    // Refused by the account lock (from elsewhere) and by the account and
+    // account+address locks (from the guessing address): each refusal says
+    // which account it was for, canonical as counted.
+    for peer in ["198.51.100.7", "203.0.113.9"] {
+        let res = send(&svc, attempt(" ALICE ", PASSWORD, peer)).await;
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        let rejection = res.extensions().get::<Rejection>().unwrap();
+        assert_eq!(rejection.reason(), FailureReason::AccountLocked);
+        assert_eq!(rejection.subject(), Some("alice"), "{peer}");
+        assert!(!res.body().contains("alice"), "never in the body");
+        assert!(kinds(&res).is_empty(), "a refusal is not a new lock");
+    }
+}
+
+#[tokio::test]
+async fn operator_unlock_lifts_the_account_and_account_address_locks() {
+    let clock = clock();
+    let layer = layer(&clock);
+    let admin = layer.admin();
+    let svc = layer.layer(Login::new().service());
+    for _ in 0..5 {
+        send(&svc, attempt("alice", "wrong", "198.51.100.7")).await;
+    }
+    // Both locks are visible to the operator.
+    assert_eq!(admin.locked_accounts(10).await.unwrap().len(), 1);
+    let pairs = admin.locked_pairs(10).await.unwrap();
+    assert_eq!(pairs.len(), 1);
+    assert_eq!(pairs[0].key.account(), Some("alice"));
+    assert_eq!(pairs[0].key.ip(), Some("198.51.100.7".parse().unwrap()));
+    let of_alice = admin.account_pairs("Alice").await.unwrap();
+    assert_eq!(of_alice.len(), 1);
+    assert_eq!(of_alice[0].ip, "198.51.100.7".parse::<IpAddr>().unwrap());
+    assert!(of_alice[0].status.lock.is_some());
+
+    let (unlocked, event) = admin.unlock_report("Alice").await.unwrap();
+    assert_eq!(
+        unlocked,
+        Unlocked {
+            own: true,
+            pairs: 1
+        }
+    );
+    let event = event.unwrap();
+    assert_eq!(event.kind(), EventKind::AccountUnlocked);
+    assert_eq!(event.count(), Some(2));
+    assert!(admin.locked_pairs(10).await.unwrap().is_empty());
+    assert!(admin.account_pairs("alice").await.unwrap().is_empty());
+
+    // The user on the guessing address gets in at once.
+    let res = send(&svc, attempt("alice", PASSWORD, "198.51.100.7")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(
+        admin.unlock("alice").await.unwrap().is_none(),
+        "nothing left"
+    );
+}
+
+#[tokio::test]
+async fn operator_unlock_ip_lifts_the_address_and_its_account_locks() {
+    // Only the account+address counters lock (at 2); the account's own
+    // limit is out of reach.
+    let clock = clock();
+    let layer = layer(&clock)
+        .with_account_policy(AttemptPolicy::new(
+            50,
+            Duration::from_secs(300),
+            Duration::from_secs(1800),
+        ))
+        .unwrap()
+        .with_account_ip_policy(Some(AttemptPolicy::new(
+            2,
+            Duration::from_secs(300),
+            Duration::from_secs(600),
+        )))
+        .unwrap();
+    let admin = layer.admin();
+    let svc = layer.layer(Login::new().service());
+    for user in ["alice", "bob"] {
+        for _ in 0..2 {
+            send(&svc, attempt(user, "wrong", "198.51.100.7")).await;
+        }
+    }
+    send(&svc, attempt("alice", "wrong", "203.0.113.9")).await;
+    send(&svc, attempt("alice", "wrong", "203.0.113.9")).await;
+    let res = send(&svc, attempt("alice", PASSWORD, "198.51.100.7")).await;
+    assert_eq!(reason(&res), Some(FailureReason::AccountLocked));
+    assert_eq!(admin.locked_pairs(10).await.unwrap().len(), 3);
+
+    let unlocked = admin
+        .unlock_ip_report("198.51.100.7".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        unlocked,
+        Unlocked {
+            own: false,
+            pairs: 2
+        }
+    );
+    let res = send(&svc, attempt("alice", PASSWORD, "198.51.100.7")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    // The other address's lock of alice stays.
+    let left = admin.locked_pairs(10).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].key.ip(), Some("203.0.113.9".parse().unwrap()));
+    assert!(
+        !admin
+            .unlock_ip("198.51.100.7".parse().unwrap())
+            .await
+            .unwrap()
+    );
+}
+
+#[cfg(feature = "audit")]
+#[tokio::test]
+async fn audit_records_of_refused_attempts_carry_the_account_and_one_lock() {
+    use crate::audit::{AuditLayer, Auditor};
+    use portcullis_core::MemoryAuditSink;
+
+    let sink = MemoryAuditSink::new(100);
+    let auditor = Auditor::builder()
+        .sink(sink.clone())
+        .pseudonym_key(b"0123456789abcdef".to_vec())
+        .build()
+        .unwrap();
+    let clock = clock();
+    let svc = AuditLayer::new(auditor.clone()).layer(layer(&clock).layer(Login::new().service()));
+    for _ in 0..6 {
+        send(&svc, attempt("alice", "wrong", "198.51.100.7")).await;
+    }
+    auditor.flush().await;
+    let records = sink.records();
+    let locks: Vec<_> = records
+        .iter()
+        .filter(|r| r.event == EventKind::AccountLocked)
+        .collect();
+    // The lock (from the fifth failure) and the refusal of the sixth.
+    assert_eq!(locks.len(), 2, "{records:?}");
+    assert_eq!(locks[0].count, Some(1), "the lock itself");
+    assert_eq!(locks[1].status, Some(429), "the refusal");
+    for record in &locks {
+        assert_eq!(record.user_id.as_deref(), Some("alice"), "{record:?}");
+    }
+    let detections = records
+        .iter()
+        .filter(|r| r.event == EventKind::BruteForceDetected)
+        .count();
+    assert_eq!(detections, 1);
 }
