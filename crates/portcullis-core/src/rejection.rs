@@ -433,7 +433,12 @@ impl Rejection {
     /// Records who the rejected credential claimed to be, for audit only.
     ///
     /// Set it only from a credential whose signature was verified (an
-    /// expired token, a revoked one), never from unverified input.
+    /// expired token, a revoked one), never from unverified input — with
+    /// one exception: the lockout layer's `account_locked` refusals carry
+    /// the canonical account the attempt was refused for (what the client
+    /// typed, already counted), so the audit record says which account is
+    /// being hammered. Do not treat the subject of an `AccountLocked`
+    /// rejection as authenticated.
     #[must_use]
     pub fn with_subject(mut self, subject: impl Into<Arc<str>>) -> Self {
         self.subject = Some(subject.into());
