@@ -537,21 +537,23 @@ async fn lockout(out: &Out, state: &State, cmd: LockoutCommand) -> Result<(), Fa
     match cmd {
         LockoutCommand::List { limit } => {
             let accounts = admin.locked_accounts(limit).await.map_err(failed)?;
+            let pairs = admin.locked_pairs(limit).await.map_err(failed)?;
             let ips = admin.locked_ips(limit).await.map_err(failed)?;
             let mut table = Table::new(&["KIND", "KEY", "LOCKED UNTIL", "ENDS"]);
             let mut add = |kind: &str, locked: &[LockedKey]| {
                 for l in locked {
-                    let key = l
-                        .key
-                        .account()
-                        .map(str::to_owned)
-                        .or_else(|| l.key.ip().map(|ip| ip.to_string()))
-                        .unwrap_or_default();
+                    let key = match (l.key.account(), l.key.ip()) {
+                        (Some(account), Some(ip)) => format!("{account} from {ip}"),
+                        (Some(account), None) => account.to_owned(),
+                        (None, Some(ip)) => ip.to_string(),
+                        (None, None) => String::new(),
+                    };
                     let (until, ends) = lock_cells(l.lock, now);
                     table.row(vec![kind.to_owned(), key, until, ends]);
                 }
             };
             add("account", &accounts);
+            add("account+ip", &pairs);
             add("ip", &ips);
             let text = if table.is_empty() {
                 "Nothing is locked.\n".to_owned()
@@ -564,6 +566,12 @@ async fn lockout(out: &Out, state: &State, cmd: LockoutCommand) -> Result<(), Fa
                     v["account"] = json!(l.key.account());
                     v
                 }).collect::<Vec<_>>(),
+                "account_ips": pairs.iter().map(|l| {
+                    let mut v = lock_json(l.lock, now);
+                    v["account"] = json!(l.key.account());
+                    v["ip"] = json!(l.key.ip().map(|ip| ip.to_string()));
+                    v
+                }).collect::<Vec<_>>(),
                 "ips": ips.iter().map(|l| {
                     let mut v = lock_json(l.lock, now);
                     v["ip"] = json!(l.key.ip().map(|ip| ip.to_string()));
@@ -574,49 +582,89 @@ async fn lockout(out: &Out, state: &State, cmd: LockoutCommand) -> Result<(), Fa
         }
         LockoutCommand::Status { account } => {
             let status = admin.account_status(&account).await.map_err(failed)?;
+            let pairs = admin.account_pairs(&account).await.map_err(failed)?;
             let window = account_policy()?.window;
-            match status {
-                None => {
-                    let doc = json!({
-                        "recorded": false, "locked": false, "failures": 0,
-                        "consecutive": 0, "locks": 0, "lock": Value::Null,
-                        "window_seconds": window.as_secs(),
-                    });
-                    out.emit("Nothing recorded for this account: not locked.\n", &doc)?;
+            let active = |lock: Option<Lock>| lock.filter(|l| l.is_active(now));
+            let lock_text = |lock: Option<Lock>| {
+                lock.map_or_else(
+                    || "not locked".to_owned(),
+                    |l| {
+                        let (until, ends) = lock_cells(l, now);
+                        format!("locked {until} ({ends})")
+                    },
+                )
+            };
+            let mut text = match &status {
+                None => "Nothing recorded for the account itself: not locked.\n".to_owned(),
+                Some(s) => format!(
+                    "state:        {}\nfailures:     {} in the last {}\nconsecutive:  {}\nlocks so far: {}\nin flight:    {}\n",
+                    lock_text(active(s.lock)),
+                    s.failures,
+                    format_duration(window),
+                    s.consecutive,
+                    s.locks,
+                    s.in_flight
+                ),
+            };
+            let locked_pairs = pairs
+                .iter()
+                .filter(|p| active(p.status.lock).is_some())
+                .count();
+            if !pairs.is_empty() {
+                let mut table = Table::new(&["FROM", "STATE", "FAILURES", "LOCKS"]);
+                for p in &pairs {
+                    table.row(vec![
+                        p.ip.to_string(),
+                        lock_text(active(p.status.lock)),
+                        p.status.failures.to_string(),
+                        p.status.locks.to_string(),
+                    ]);
                 }
-                Some(s) => {
-                    let lock = s.lock.filter(|l| l.is_active(now));
-                    let lock_text = lock.map_or_else(
-                        || "not locked".to_owned(),
-                        |l| {
-                            let (until, ends) = lock_cells(l, now);
-                            format!("locked {until} ({ends})")
-                        },
-                    );
-                    let text = format!(
-                        "state:        {lock_text}\nfailures:     {} in the last {}\nconsecutive:  {}\nlocks so far: {}\nin flight:    {}\n",
-                        s.failures,
-                        format_duration(window),
-                        s.consecutive,
-                        s.locks,
-                        s.in_flight
-                    );
-                    let doc = json!({
-                        "recorded": true,
+                text.push_str(&format!(
+                    "\nFrom single addresses ({locked_pairs} locked; `lockout unlock` lifts them too):\n{}",
+                    table.render()
+                ));
+            }
+            let pairs_json: Vec<Value> = pairs
+                .iter()
+                .map(|p| {
+                    let lock = active(p.status.lock);
+                    json!({
+                        "ip": p.ip.to_string(),
                         "locked": lock.is_some(),
+                        "lock": lock.map(|l| lock_json(l, now)),
+                        "failures": p.status.failures,
+                        "consecutive": p.status.consecutive,
+                        "locks": p.status.locks,
+                    })
+                })
+                .collect();
+            let doc = match &status {
+                None => json!({
+                    "recorded": false, "locked": locked_pairs > 0, "failures": 0,
+                    "consecutive": 0, "locks": 0, "lock": Value::Null,
+                    "window_seconds": window.as_secs(),
+                    "from_addresses": pairs_json,
+                }),
+                Some(s) => {
+                    let lock = active(s.lock);
+                    json!({
+                        "recorded": true,
+                        "locked": lock.is_some() || locked_pairs > 0,
                         "failures": s.failures,
                         "consecutive": s.consecutive,
                         "locks": s.locks,
                         "in_flight": s.in_flight,
                         "lock": lock.map(|l| lock_json(l, now)),
                         "window_seconds": window.as_secs(),
-                    });
-                    out.emit(&text, &doc)?;
+                        "from_addresses": pairs_json,
+                    })
                 }
-            }
+            };
+            out.emit(&text, &doc)?;
         }
         LockoutCommand::Unlock { account } => {
-            let event = admin.unlock(&account).await.map_err(failed)?;
+            let (unlocked, event) = admin.unlock_report(&account).await.map_err(failed)?;
             if let Some(event) = &event {
                 let mut record = operator_record(
                     EventKind::AccountUnlocked,
@@ -624,32 +672,69 @@ async fn lockout(out: &Out, state: &State, cmd: LockoutCommand) -> Result<(), Fa
                     "Account unlocked by an operator",
                 );
                 record.user_id = event.identifier().and_then(audit_user);
+                record.count = event.count();
                 state.audit(record).await;
             }
-            let text = if event.is_some() {
-                "Unlocked; its failures are forgotten.\n"
-            } else {
-                "The account was not locked (its failures, if any, are forgotten).\n"
+            let text = match (unlocked.own, unlocked.pairs) {
+                (false, 0) => {
+                    "The account was not locked (its failures, if any, are forgotten).\n".to_owned()
+                }
+                (true, 0) => "Unlocked; its failures are forgotten.\n".to_owned(),
+                (own, n) => format!(
+                    "Unlocked{} and from {n} address{}; its failures are forgotten.\n",
+                    if own {
+                        ""
+                    } else {
+                        " (the account itself was not locked)"
+                    },
+                    if n == 1 { "" } else { "es" },
+                ),
             };
-            out.emit(text, &json!({ "unlocked": event.is_some() }))?;
+            out.emit(
+                &text,
+                &json!({
+                    "unlocked": unlocked.any(),
+                    "account_lock": unlocked.own,
+                    "address_locks": unlocked.pairs,
+                }),
+            )?;
         }
         LockoutCommand::UnlockIp { ip } => {
-            let was = admin.unlock_ip(ip).await.map_err(failed)?;
-            if was {
+            let unlocked = admin.unlock_ip_report(ip).await.map_err(failed)?;
+            if unlocked.any() {
                 let mut record = operator_record(
                     EventKind::AccountUnlocked,
                     now,
                     "Address unlocked by an operator",
                 );
                 record.ip_address = Some(ip);
+                record.count = u32::try_from(unlocked.pairs + usize::from(unlocked.own)).ok();
                 state.audit(record).await;
             }
-            let text = if was {
-                "Unlocked the address.\n"
-            } else {
-                "The address was not locked (the block list is `portcullis blocklist`).\n"
+            let text = match (unlocked.own, unlocked.pairs) {
+                (false, 0) => {
+                    "The address was not locked (the block list is `portcullis blocklist`).\n"
+                        .to_owned()
+                }
+                (true, 0) => "Unlocked the address.\n".to_owned(),
+                (true, n) => format!(
+                    "Unlocked the address and {n} account{} locked from it.\n",
+                    if n == 1 { "" } else { "s" }
+                ),
+                (false, n) => format!(
+                    "Unlocked {n} account{} locked from this address (the address itself was not locked).\n",
+                    if n == 1 { "" } else { "s" }
+                ),
             };
-            out.emit(text, &json!({ "unlocked": was, "ip": ip.to_string() }))?;
+            out.emit(
+                &text,
+                &json!({
+                    "unlocked": unlocked.any(),
+                    "ip": ip.to_string(),
+                    "address_lock": unlocked.own,
+                    "account_locks": unlocked.pairs,
+                }),
+            )?;
         }
         LockoutCommand::Lock { account, duration } => {
             if duration.is_some_and(|d| d.is_zero()) {

@@ -185,26 +185,28 @@ struct TokenTarget {
 
 #[derive(Subcommand)]
 enum LockoutCommand {
-    /// Accounts and addresses locked now.
-    #[command(after_help = "Example:\n  portcullis lockout list")]
+    /// Accounts, accounts locked from one address, and addresses locked now.
+    #[command(
+        after_help = "Example:\n  portcullis lockout list\n  portcullis --json lockout list | jq '.account_ips'"
+    )]
     List {
         /// At most this many of each kind.
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
-    /// Failures, lock and lock count of one account.
+    /// Failures, lock and lock count of one account, and its counters from single addresses.
     #[command(after_help = "Example:\n  portcullis lockout status alice@example.com")]
     Status {
         /// The account as users type it at login (canonicalised like the server does).
         account: String,
     },
-    /// Unlock an account and forget its failures.
+    /// Unlock an account (its own lock and its locks from single addresses) and forget its failures.
     #[command(after_help = "Example:\n  portcullis lockout unlock alice@example.com")]
     Unlock {
         /// The account as users type it at login.
         account: String,
     },
-    /// Unlock an address locked after repeated failures (not the block list).
+    /// Unlock an address locked after repeated failures, and the accounts locked from it (not the block list).
     #[command(after_help = "Example:\n  portcullis lockout unlock-ip 203.0.113.7")]
     UnlockIp {
         /// The address.

@@ -451,6 +451,97 @@ async fn full_flow(d: &Deployment) {
     assert!(table.contains("mallory@example.com"), "{table}");
     d.ok(&["lockout", "unlock", "mallory@example.com"]);
 
+    // --- lockout: the server also locks the account from the guessing
+    // address (the account+address counter); list and status show it,
+    // unlock lifts it with the account's own lock, unlock-ip lifts the
+    // address's.
+    let now = SystemTime::now();
+    let guesser: IpAddr = "127.0.0.3".parse().unwrap();
+    let other: IpAddr = "2001:db8:1:2::".parse().unwrap();
+    let pair = |account: &str, ip: IpAddr| AttemptKey::AccountIp(account.into(), ip);
+    for key in [alice.clone(), pair("alice@example.com", guesser)] {
+        for _ in 0..policy.limit {
+            backends
+                .attempts
+                .record_failure(&key, &policy, false, now)
+                .await
+                .unwrap();
+        }
+    }
+    backends
+        .attempts
+        .record_failure(&pair("alice@example.com", other), &policy, false, now)
+        .await
+        .unwrap();
+    let locked = d.json(&["lockout", "list"]);
+    assert_eq!(
+        locked["account_ips"][0]["account"], "alice@example.com",
+        "{locked}"
+    );
+    assert_eq!(locked["account_ips"][0]["ip"], "127.0.0.3");
+    assert_eq!(locked["account_ips"].as_array().unwrap().len(), 1);
+    let table = d.ok(&["lockout", "list"]);
+    assert!(
+        table.contains("account+ip") && table.contains("alice@example.com from 127.0.0.3"),
+        "{table}"
+    );
+    let status = d.json(&["lockout", "status", "alice@example.com"]);
+    let from = status["from_addresses"].as_array().unwrap();
+    assert_eq!(from.len(), 2, "{status}");
+    assert_eq!(from[0]["ip"], "127.0.0.3");
+    assert_eq!(from[0]["locked"], true);
+    assert_eq!(from[1]["ip"], "2001:db8:1:2::");
+    assert_eq!(from[1]["locked"], false);
+    assert_eq!(from[1]["failures"], 1);
+    let text = d.ok(&["lockout", "status", "alice@example.com"]);
+    assert!(text.contains("From single addresses (1 locked"), "{text}");
+    let unlocked = d.json(&["lockout", "unlock", "alice@example.com"]);
+    assert_eq!(
+        unlocked,
+        json!({ "unlocked": true, "account_lock": true, "address_locks": 1 })
+    );
+    let later = SystemTime::now();
+    for key in [
+        alice.clone(),
+        pair("alice@example.com", guesser),
+        pair("alice@example.com", other),
+    ] {
+        let state = backends
+            .attempts
+            .status(&key, policy.window, later)
+            .await
+            .unwrap();
+        assert!(
+            state.is_none_or(|s| s.lock.is_none() && s.failures == 0),
+            "{key:?}: {state:?}"
+        );
+    }
+    assert_eq!(d.json(&["lockout", "list"])["account_ips"], json!([]));
+    // unlock-ip: the address's own lock and the accounts locked from it.
+    let ip_policy = AttemptPolicy::new(2, Duration::from_secs(300), Duration::from_secs(900));
+    for key in [
+        AttemptKey::Ip(guesser),
+        pair("bob", guesser),
+        pair("carol", guesser),
+        pair("carol", other),
+    ] {
+        for _ in 0..ip_policy.limit {
+            backends
+                .attempts
+                .record_failure(&key, &ip_policy, false, now)
+                .await
+                .unwrap();
+        }
+    }
+    let unlocked = d.json(&["lockout", "unlock-ip", "127.0.0.3"]);
+    assert_eq!(unlocked["address_lock"], true, "{unlocked}");
+    assert_eq!(unlocked["account_locks"], 2);
+    let left = d.json(&["lockout", "list"]);
+    assert_eq!(left["ips"], json!([]));
+    assert_eq!(left["account_ips"].as_array().unwrap().len(), 1, "{left}");
+    assert_eq!(left["account_ips"][0]["ip"], "2001:db8:1:2::");
+    d.ok(&["lockout", "unlock", "carol"]);
+
     // --- attempts top: ordered by failures, per kind, limited.
     let now = SystemTime::now();
     let fail = |key: AttemptKey, n: u32| {
