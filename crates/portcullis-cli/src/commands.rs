@@ -12,6 +12,7 @@ use portcullis::core::{
     AuditSink as _, BoxApiKeyStore, BoxAttemptStore, EventKind, Lock, LockedKey,
     RevocationStore as _, StoreError,
 };
+use portcullis::jwt::issue::{DEFAULT_ACCESS_TTL, DEFAULT_FAMILY_LIFETIME};
 use portcullis::lockout::{LockoutAdmin, LockoutLayer};
 use portcullis_cli::backends::{Backends, DEFAULT_DATABASE_URL, DEFAULT_REDIS_PREFIX, Pool};
 use serde_json::{Value, json};
@@ -170,6 +171,18 @@ fn account_policy() -> Result<AttemptPolicy, Failure> {
         Duration::from_secs(window),
         Duration::from_secs(lock),
     ))
+}
+
+/// How long a family revocation must last: a family lives at most its
+/// absolute lifetime from login (the server's default: 30 days, or the
+/// refresh lifetime if longer), and its last access token the access
+/// lifetime after that.
+fn family_lifetime() -> Result<Duration, Failure> {
+    let access = env_secs(
+        "PORTCULLIS_TOKEN_LIFETIME_SECONDS",
+        DEFAULT_ACCESS_TTL.as_secs(),
+    )?;
+    Ok(DEFAULT_FAMILY_LIFETIME.max(refresh_lifetime()?) + Duration::from_secs(access))
 }
 
 fn refresh_lifetime() -> Result<Duration, Failure> {
@@ -474,34 +487,59 @@ async fn tokens_revoke(out: &Out, state: &State, target: TokenTarget) -> Result<
             "retained_until": rfc3339(retain),
         });
         out.emit(&text, &doc)?;
-    } else if let Some(jti) = target.jti {
-        let jti = jti.trim();
-        if jti.is_empty() {
-            return Err(Failure::new("--jti is empty"));
-        }
-        let newly = revocations
-            .revoke_token(jti, retain)
-            .await
-            .map_err(|e| store_failure("the revocation store failed", &e))?;
-        state
-            .audit(operator_record(
-                EventKind::TokenRevoked,
-                now,
-                "Token revoked by an operator",
-            ))
-            .await;
-        let text = if newly {
-            "Revoked the token.\n"
-        } else {
-            "The token was already revoked.\n"
+    } else {
+        let jti = match target.jti.as_deref().map(str::trim) {
+            Some("") => return Err(Failure::new("--jti is empty")),
+            other => other,
         };
-        let doc = json!({
-            "revoked": "token",
-            "jti": jti,
-            "already_revoked": !newly,
-            "retained_until": rfc3339(retain),
-        });
-        out.emit(text, &doc)?;
+        let family = match target.family.as_deref().map(str::trim) {
+            Some("") => return Err(Failure::new("--family is empty")),
+            other => other,
+        };
+        let mut doc = json!({ "revoked": if family.is_some() { "family" } else { "token" } });
+        let mut text = String::new();
+        if let Some(jti) = jti {
+            let newly = revocations
+                .revoke_token(jti, retain)
+                .await
+                .map_err(|e| store_failure("the revocation store failed", &e))?;
+            state
+                .audit(operator_record(
+                    EventKind::TokenRevoked,
+                    now,
+                    "Token revoked by an operator",
+                ))
+                .await;
+            text.push_str(if newly {
+                "Revoked the token.\n"
+            } else {
+                "The token was already revoked.\n"
+            });
+            if family.is_none() {
+                text.push_str("Its session's refresh token still works: add --family <fam> (`jwt inspect` shows `fam`) to end the session.\n");
+            }
+            doc["jti"] = json!(jti);
+            doc["already_revoked"] = json!(!newly);
+            doc["retained_until"] = json!(rfc3339(retain));
+        }
+        if let Some(family) = family {
+            let family_retain = now + family_lifetime()?;
+            revocations
+                .revoke_family(family, family_retain)
+                .await
+                .map_err(|e| store_failure("the revocation store failed", &e))?;
+            state
+                .audit(operator_record(
+                    EventKind::TokenRevoked,
+                    now,
+                    "Refresh family (a session's tokens) revoked by an operator",
+                ))
+                .await;
+            text.push_str("Revoked the refresh family: the session's refresh token and every access token issued in it are refused; the user must log in again.\n");
+            doc["family"] = json!(family);
+            doc["family_retained_until"] = json!(rfc3339(family_retain));
+        }
+        out.emit(&text, &doc)?;
     }
     Ok(())
 }

@@ -165,22 +165,26 @@ enum KeysCommand {
 
 #[derive(Subcommand)]
 enum TokensCommand {
-    /// Revoke every token of a user (--user) or one token (--jti).
+    /// Revoke every token of a user (--user), one token (--jti), a session's refresh family (--family), or a token and its family.
     #[command(
-        after_help = "Examples:\n  portcullis tokens revoke --user alice@example.com\n  portcullis tokens revoke --user usr_5d1c0a\n  portcullis tokens revoke --jti 01J9Z3V6"
+        after_help = "Examples:\n  portcullis tokens revoke --user alice@example.com\n  portcullis tokens revoke --user usr_5d1c0a\n  portcullis tokens revoke --jti 01J9Z3V6\n  portcullis tokens revoke --jti kgrWRxX5OMtKWYbnQcaG9g --family JJ8IM3VTBWuOogHquEyxGQ\n\n`portcullis jwt inspect < token.txt` shows a token's `jti` and `fam` (its family).\n--jti alone ends that token only: its session's refresh token keeps working.\nWith --family the session's refresh token and every access token issued\nin it are revoked too."
     )]
     Revoke(TokenTarget),
 }
 
 #[derive(Args)]
-#[group(required = true, multiple = false)]
+#[group(required = true, multiple = true)]
 struct TokenTarget {
     /// A user id (`usr_…`) or email: every token issued to it until now.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["jti", "family"])]
     user: Option<String>,
     /// One token's `jti`.
     #[arg(long)]
     jti: Option<String>,
+    /// A refresh family (the token's `fam` claim): the session's refresh
+    /// token and every access token issued in it.
+    #[arg(long, value_name = "FAM")]
+    family: Option<String>,
 }
 
 #[derive(Subcommand)]

@@ -11,11 +11,14 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use portcullis::core::{
     AttemptKey, AttemptPolicy, AttemptStore as _, BlockEntry, BlockListStore as _,
     RevocationStore as _, TokenRef,
 };
-use portcullis::jwt::{Algorithm, SigningKey};
+use portcullis::core::{FailureReason, Principal, PrincipalKind};
+use portcullis::jwt::{Algorithm, SigningKey, TokenIssuer};
 use portcullis_cli::backends::{Backends, Pool};
 use portcullis_sqlx::sqlx;
 use serde_json::{Value, json};
@@ -23,8 +26,10 @@ use serde_json::{Value, json};
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
 /// Variables that would make the binary look elsewhere than the test says.
-const ENV: [&str; 8] = [
+const ENV: [&str; 10] = [
     "PORTCULLIS_DATABASE_URL",
+    "PORTCULLIS_TOKEN_LIFETIME_SECONDS",
+    "PORTCULLIS_JWT_SECRET",
     "PORTCULLIS_REDIS_URL",
     "PORTCULLIS_REDIS_PREFIX",
     "PORTCULLIS_API_KEY_PEPPER",
@@ -590,6 +595,77 @@ async fn full_flow(d: &Deployment) {
     assert!(!is_revoked(&backends, "usr_any", Some("jti-cli-2"), earlier).await);
     let again = d.json(&["tokens", "revoke", "--jti", "jti-cli-1"]);
     assert_eq!(again["already_revoked"], true);
+
+    // --- tokens revoke --jti … --family …: the session of a leaked access
+    // token, checked with a real issuer on the deployment's store.
+    let issuer = TokenIssuer::builder(
+        SigningKey::hmac(Algorithm::HS256, "a-test-secret-of-at-least-32-bytes!!").unwrap(),
+        "cli-test",
+    )
+    .build(backends.revocations.clone())
+    .unwrap();
+    let principal = Principal::new("usr_family", PrincipalKind::User);
+    let kept = issuer.issue(&principal).unwrap();
+    let leaked = issuer.issue(&principal).unwrap();
+    let claims = |token: &str| -> Value {
+        let payload = token.split('.').nth(1).unwrap();
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+    };
+    let access = claims(&leaked.access_token);
+    let (jti, fam) = (
+        access["jti"].as_str().unwrap(),
+        access["fam"].as_str().unwrap(),
+    );
+    // Without --family: the token only; the session keeps refreshing.
+    let out = d.json(&["tokens", "revoke", "--jti", jti]);
+    assert_eq!(out["revoked"], "token", "{out}");
+    let text = d.ok(&["tokens", "revoke", "--jti", jti]);
+    assert!(text.contains("add --family"), "{text}");
+    let leaked = issuer.refresh(&leaked.refresh_token).await.unwrap();
+    // With --family: the refresh token and every access token of the family.
+    let fam_of_new = claims(&leaked.access_token)["fam"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(fam_of_new, fam, "a refresh stays in the family");
+    let out = d.json(&["tokens", "revoke", "--jti", jti, "--family", fam]);
+    assert_eq!(out["revoked"], "family", "{out}");
+    assert_eq!(out["family"], fam);
+    assert_eq!(out["already_revoked"], true);
+    assert!(out["family_retained_until"].is_string());
+    let refused = issuer.refresh(&leaked.refresh_token).await.unwrap_err();
+    assert_eq!(refused.reason(), FailureReason::TokenRevoked, "{refused}");
+    let new_access = claims(&leaked.access_token);
+    assert!(
+        backends
+            .revocations
+            .is_revoked(&TokenRef {
+                token_id: new_access["jti"].as_str(),
+                family: new_access["fam"].as_str(),
+                subject: "usr_family",
+                issued_at: Some(SystemTime::now()),
+            })
+            .await
+            .unwrap(),
+        "the family's later access token is refused"
+    );
+    // The user's other session is untouched.
+    issuer.refresh(&kept.refresh_token).await.unwrap();
+    d.json(&["tokens", "revoke", "--family", "another-family"]);
+    assert!(
+        backends
+            .revocations
+            .is_revoked(&TokenRef {
+                token_id: None,
+                family: Some("another-family"),
+                subject: "usr_x",
+                issued_at: None,
+            })
+            .await
+            .unwrap()
+    );
+    d.fails(&["tokens", "revoke", "--family", " "], 1);
+    d.fails(&["tokens", "revoke", "--user", "usr_x", "--family", "f"], 2);
 
     let out = d.json(&["tokens", "revoke", "--user", "usr_direct"]);
     assert_eq!(out["user_id"], "usr_direct");
