@@ -33,6 +33,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         // Offline commands: no state is opened (nor created).
         Command::Secret(SecretCommand::Generate { bytes }) => secret_generate(&out, bytes),
+        Command::Secret(SecretCommand::Kid) => crate::jwt::secret_kid(&out),
         Command::Jwt(JwtCommand::Inspect { token }) => crate::jwt::inspect(&out, token),
         command => {
             let state = State::open(&cli.global).await?;

@@ -7,6 +7,8 @@ use std::time::SystemTime;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
+use portcullis_cli::secret::{MIN_SECRET_BYTES, key_id};
+
 use crate::Failure;
 use crate::duration::{from_unix_secs, relative, rfc3339_secs};
 use crate::output::{Out, sanitize, warn};
@@ -56,6 +58,27 @@ pub(crate) fn inspect(out: &Out, token: Option<String>) -> Result<(), Failure> {
             "\nexpired: no\n"
         });
     }
+    let kid = decoded.header.get("kid").and_then(Value::as_str);
+    let secrets = configured_secrets();
+    let matched = kid.zip(secrets.as_ref()).map(|(kid, s)| s.find(kid));
+    if let Some(kid) = kid {
+        text.push_str(&format!("\nkid: {}\n", sanitize(kid)));
+    } else {
+        text.push_str("\nkid: none (the header names no key)\n");
+    }
+    match (&matched, &secrets) {
+        (Some(KidMatch::Current), _) => {
+            text.push_str("kid matches PORTCULLIS_JWT_SECRET (signature still not checked)\n");
+        }
+        (Some(KidMatch::Old(n)), _) => text.push_str(&format!(
+            "kid matches PORTCULLIS_JWT_SECRET_OLD #{n} (signed before a rotation; signature still not checked)\n"
+        )),
+        (Some(KidMatch::None), Some(s)) => text.push_str(&format!(
+            "kid matches none of the configured secrets (PORTCULLIS_JWT_SECRET is {}): signed with another secret, or not by this deployment\n",
+            s.current_kid
+        )),
+        _ => {}
+    }
     text.push_str(&format!(
         "\nsignature: <redacted, {} bytes>\n",
         decoded.signature_len
@@ -69,8 +92,117 @@ pub(crate) fn inspect(out: &Out, token: Option<String>) -> Result<(), Failure> {
         "expired": expired,
         "signature": "<redacted>",
         "signature_bytes": decoded.signature_len,
+        "kid": kid,
+        "kid_match": matched.map(|m| m.as_str()),
+        "server_kid": secrets.as_ref().map(|s| s.current_kid.clone()),
     });
     out.emit(&text, &doc)?;
+    Ok(())
+}
+
+/// The signing secrets a server is configured with, as kids.
+struct Secrets {
+    current_kid: String,
+    old_kids: Vec<String>,
+}
+
+/// Which configured secret a token's `kid` names.
+enum KidMatch {
+    Current,
+    /// 1-based position in `PORTCULLIS_JWT_SECRET_OLD`.
+    Old(usize),
+    None,
+}
+
+impl KidMatch {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::Current => "current",
+            Self::Old(_) => "old",
+            Self::None => "none",
+        }
+    }
+}
+
+impl Secrets {
+    fn find(&self, kid: &str) -> KidMatch {
+        if kid == self.current_kid {
+            return KidMatch::Current;
+        }
+        self.old_kids
+            .iter()
+            .position(|old| old == kid)
+            .map_or(KidMatch::None, |i| KidMatch::Old(i + 1))
+    }
+}
+
+/// The kids of `PORTCULLIS_JWT_SECRET` and `PORTCULLIS_JWT_SECRET_OLD`
+/// (comma-separated), read the way the reference server reads them;
+/// `None` when the current secret is not set.
+fn configured_secrets() -> Option<Secrets> {
+    let current = std::env::var("PORTCULLIS_JWT_SECRET")
+        .ok()
+        .filter(|v| !v.is_empty())?;
+    Some(Secrets {
+        current_kid: key_id(current.as_bytes()),
+        old_kids: old_kids(),
+    })
+}
+
+fn old_kids() -> Vec<String> {
+    std::env::var("PORTCULLIS_JWT_SECRET_OLD")
+        .ok()
+        .map(|list| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| key_id(s.as_bytes()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `secret kid`: the fingerprint of `PORTCULLIS_JWT_SECRET`, or of the
+/// secret on stdin (one trailing newline dropped), never the secret.
+pub(crate) fn secret_kid(out: &Out) -> Result<(), Failure> {
+    let (secret, source) = match std::env::var("PORTCULLIS_JWT_SECRET") {
+        Ok(v) if !v.is_empty() => (v.into_bytes(), "PORTCULLIS_JWT_SECRET"),
+        _ => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .take(64 * 1024)
+                .read_to_end(&mut buf)
+                .map_err(|e| Failure(format!("cannot read the secret from stdin: {e}")))?;
+            if buf.ends_with(b"\n") {
+                buf.pop();
+                if buf.ends_with(b"\r") {
+                    buf.pop();
+                }
+            }
+            (buf, "stdin")
+        }
+    };
+    if secret.is_empty() {
+        return Err(Failure::new(
+            "no secret: set PORTCULLIS_JWT_SECRET or pass the secret on stdin",
+        ));
+    }
+    if secret.len() < MIN_SECRET_BYTES {
+        warn(&format!(
+            "warning: the secret is {} bytes; the server refuses fewer than {MIN_SECRET_BYTES}",
+            secret.len()
+        ));
+    }
+    let kid = key_id(&secret);
+    let old = old_kids();
+    let mut text = format!("{kid}\n");
+    for (i, old) in old.iter().enumerate() {
+        text.push_str(&format!("{old}  (PORTCULLIS_JWT_SECRET_OLD #{})\n", i + 1));
+    }
+    out.emit(
+        &text,
+        &json!({ "kid": kid, "source": source, "old_kids": old }),
+    )?;
     Ok(())
 }
 

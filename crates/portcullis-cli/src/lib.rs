@@ -8,9 +8,11 @@
 //! JWT inspection (`jwt inspect`). Run `portcullis --help`; the reference
 //! is `docs/cli.md` in the repository.
 //!
-//! As a library the crate offers one thing: how a deployment's state is
-//! opened ([`backends`]), shared with the reference server so that the CLI
-//! acts on what a running server sees.
+//! As a library the crate offers what the CLI shares with the reference
+//! server, so that the CLI acts on what a running server sees: how a
+//! deployment's state is opened ([`backends`]), and what is derived from
+//! the JWT signing secret ([`secret`]: the `kid` a server signs with,
+//! [`secret::key_id`]).
 //!
 //! ```no_run
 //! use portcullis_cli::backends::Backends;
@@ -24,3 +26,4 @@
 //! ```
 
 pub mod backends;
+pub mod secret;

@@ -31,6 +31,8 @@ Examples:
   portcullis attempts top --window 1h
   portcullis --json keys list | jq '.[].key_id'
   portcullis secret generate
+  portcullis secret kid
+  portcullis tokens revoke --jti kgrWRxX5OMtKWYbnQcaG9g --family JJ8IM3VTBWuOogHquEyxGQ
   portcullis jwt inspect < token.txt
 
 State: --database-url / PORTCULLIS_DATABASE_URL (sqlite://<path> or postgres://...),
@@ -105,7 +107,7 @@ enum Command {
     /// Delete expired rows (seed 003's cleanup schedule) and report counts.
     #[command(after_help = "Example:\n  portcullis cleanup\n\nRun it from cron, e.g. hourly.")]
     Cleanup,
-    /// Generate secrets (JWT signing secrets, API key peppers).
+    /// Generate secrets (JWT signing secrets, API key peppers); show the kid a secret signs with.
     #[command(subcommand)]
     Secret(SecretCommand),
     /// Look inside JWTs without verifying them.
@@ -287,13 +289,18 @@ enum SecretCommand {
         #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(16..=1024))]
         bytes: u16,
     },
+    /// The `kid` a server signs with: the fingerprint of PORTCULLIS_JWT_SECRET (or of a secret on stdin).
+    #[command(
+        after_help = "Examples:\n  PORTCULLIS_JWT_SECRET=... portcullis secret kid\n  portcullis secret kid < secret.txt\n\nCompare it with the `kid` in a token's header (`portcullis jwt inspect`). The\nsecret is never printed. Old secrets in PORTCULLIS_JWT_SECRET_OLD (comma-separated)\nare listed too."
+    )]
+    Kid,
 }
 
 #[derive(Subcommand)]
 enum JwtCommand {
     /// Decode a JWT's header and claims WITHOUT verifying it; the signature is redacted.
     #[command(
-        after_help = "Examples:\n  portcullis jwt inspect < token.txt        (keeps the token out of shell history)\n  portcullis jwt inspect eyJhbGciOi...\n\nThe output is unverified: never trust a claim because it is shown here."
+        after_help = "Examples:\n  portcullis jwt inspect < token.txt        (keeps the token out of shell history)\n  portcullis jwt inspect eyJhbGciOi...\n\nWith PORTCULLIS_JWT_SECRET (and PORTCULLIS_JWT_SECRET_OLD) set, it also says whether the\ntoken's `kid` is the fingerprint of one of those secrets.\n\nThe output is unverified: never trust a claim because it is shown here."
     )]
     Inspect {
         /// The token; `-` or nothing: read it from stdin.

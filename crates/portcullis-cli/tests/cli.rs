@@ -1083,3 +1083,133 @@ async fn the_table_output_escapes_terminal_control_characters() {
     assert!(!table.contains('\u{1b}'), "{table:?}");
     assert!(table.contains("evil\\u{1b}[2Jname"), "{table}");
 }
+
+/// Runs the binary with `env` set and `stdin` piped in; returns (status, stdout, stderr).
+fn run_with(
+    d: &Deployment,
+    env: &[(&str, &str)],
+    args: &[&str],
+    stdin: &str,
+) -> (bool, String, String) {
+    let mut cmd = d.command();
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn secret_kid_prints_the_servers_kid_never_the_secret() {
+    let d = Deployment::sqlite();
+    let secret = "a-test-secret-of-at-least-32-bytes!!";
+    let old = "an-older-secret-of-at-least-32-bytes";
+    // Computed independently: printf kid | openssl dgst -sha256 -hmac "$secret"
+    let expected = "253e84dea9365b80";
+    assert_eq!(portcullis_cli::secret::key_id(secret.as_bytes()), expected);
+    let (ok, out, err) = run_with(
+        &d,
+        &[("PORTCULLIS_JWT_SECRET", secret)],
+        &["secret", "kid"],
+        "",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, format!("{expected}\n"));
+    let (ok, out, _) = run_with(&d, &[], &["secret", "kid"], &format!("{secret}\n"));
+    assert!(ok);
+    assert_eq!(out, format!("{expected}\n"), "from stdin, newline dropped");
+    let (ok, out, _) = run_with(
+        &d,
+        &[
+            ("PORTCULLIS_JWT_SECRET", secret),
+            ("PORTCULLIS_JWT_SECRET_OLD", old),
+        ],
+        &["--json", "secret", "kid"],
+        "",
+    );
+    assert!(ok);
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["kid"], expected);
+    assert_eq!(doc["source"], "PORTCULLIS_JWT_SECRET");
+    assert_eq!(
+        doc["old_kids"],
+        json!([portcullis_cli::secret::key_id(old.as_bytes())])
+    );
+    assert!(!out.contains(secret) && !out.contains(old), "{out}");
+    let (ok, _, err) = run_with(&d, &[], &["secret", "kid"], "short");
+    assert!(ok);
+    assert!(err.contains("fewer than 32"), "{err}");
+    let (ok, _, err) = run_with(&d, &[], &["secret", "kid"], "");
+    assert!(!ok);
+    assert!(err.contains("no secret"), "{err}");
+}
+
+#[test]
+fn jwt_inspect_says_whether_the_kid_is_the_configured_secrets() {
+    let d = Deployment::sqlite();
+    let secret = "a-test-secret-of-at-least-32-bytes!!";
+    let old = "an-older-secret-of-at-least-32-bytes";
+    let token = |signing: &str| {
+        let kid = portcullis_cli::secret::key_id(signing.as_bytes());
+        SigningKey::hmac(Algorithm::HS256, signing.as_bytes())
+            .unwrap()
+            .with_kid(kid)
+            .sign(
+                "at+jwt",
+                &json!({ "sub": "usr_1", "exp": 4_000_000_000_i64 }),
+            )
+            .unwrap()
+    };
+    let both = [
+        ("PORTCULLIS_JWT_SECRET", secret),
+        ("PORTCULLIS_JWT_SECRET_OLD", old),
+    ];
+    let inspect = |env: &[(&str, &str)], token: &str| {
+        let (ok, out, err) = run_with(&d, env, &["--json", "jwt", "inspect"], token);
+        assert!(ok, "{err}");
+        let doc: Value = serde_json::from_str(&out).unwrap();
+        let (_, text, _) = run_with(&d, env, &["jwt", "inspect"], token);
+        (doc, text)
+    };
+    let (doc, text) = inspect(&both, &token(secret));
+    assert_eq!(doc["kid"], "253e84dea9365b80");
+    assert_eq!(doc["kid_match"], "current");
+    assert!(text.contains("kid: 253e84dea9365b80"), "{text}");
+    assert!(
+        text.contains("kid matches PORTCULLIS_JWT_SECRET "),
+        "{text}"
+    );
+    let (doc, text) = inspect(&both, &token(old));
+    assert_eq!(doc["kid_match"], "old");
+    assert!(text.contains("PORTCULLIS_JWT_SECRET_OLD #1"), "{text}");
+    let (doc, text) = inspect(&both, &token("some-other-secret-of-32-bytes-or-more"));
+    assert_eq!(doc["kid_match"], "none");
+    assert_eq!(doc["server_kid"], "253e84dea9365b80");
+    assert!(
+        text.contains("matches none of the configured secrets"),
+        "{text}"
+    );
+    assert!(!text.contains(secret) && !text.contains(old));
+    // No secret configured: the kid alone.
+    let (doc, text) = inspect(&[], &token(secret));
+    assert_eq!(doc["kid"], "253e84dea9365b80");
+    assert!(doc["kid_match"].is_null());
+    assert!(!text.contains("matches"), "{text}");
+}
