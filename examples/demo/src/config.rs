@@ -35,6 +35,10 @@ pub struct CaptchaConfig {
     pub sitekey: Option<String>,
     /// Where tokens are verified (the provider's siteverify URL by default).
     pub verify_url: Option<String>,
+    /// `PORTCULLIS_CAPTCHA_CA_FILE`: PEM certificate authorities trusted for
+    /// the verify URL instead of the system's store (a private CA, a test
+    /// double's certificate).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for CaptchaConfig {
@@ -43,6 +47,7 @@ impl fmt::Debug for CaptchaConfig {
             .field("provider", &self.provider)
             .field("secret", &"<redacted>")
             .field("verify_url", &self.verify_url)
+            .field("ca_file", &self.ca_file)
             .finish_non_exhaustive()
     }
 }
@@ -317,23 +322,24 @@ fn captcha(get: &impl Fn(&str) -> Option<String>) -> Result<Option<CaptchaConfig
             "is required with hcaptcha",
         ));
     }
-    let verify_url = get("PORTCULLIS_CAPTCHA_VERIFY_URL");
-    // The demo's HTTP client speaks plain HTTP only (no TLS dependency):
-    // refuse at start rather than fail every CAPTCHA at run time.
-    if verify_url
-        .as_deref()
-        .is_none_or(|u| !u.trim().starts_with("http://"))
+    // https (the providers' endpoints by default), or plain http to a
+    // loopback test double: checked when the verifier is built.
+    let verify_url = get("PORTCULLIS_CAPTCHA_VERIFY_URL").map(|u| u.trim().to_owned());
+    if let Some(url) = &verify_url
+        && !(url.starts_with("https://") || url.starts_with("http://"))
     {
         return Err(invalid(
             "PORTCULLIS_CAPTCHA_VERIFY_URL",
-            "the demo verifies CAPTCHAs over plain http only (it has no TLS client): point it at an http:// siteverify endpoint, such as a local test double or a TLS-terminating proxy",
+            "must be an https:// URL (or http:// on loopback, for a test double)",
         ));
     }
+    let ca_file = get("PORTCULLIS_CAPTCHA_CA_FILE").map(std::path::PathBuf::from);
     Ok(Some(CaptchaConfig {
         provider,
         secret,
         sitekey,
         verify_url,
+        ca_file,
     }))
 }
 
@@ -386,8 +392,19 @@ mod tests {
         let err = with(&[
             ("PORTCULLIS_CAPTCHA_PROVIDER", "turnstile"),
             ("PORTCULLIS_CAPTCHA_SECRET", "0x4AAAAAAA-secret"),
+            (
+                "PORTCULLIS_CAPTCHA_VERIFY_URL",
+                "ftp://example.com/siteverify",
+            ),
         ])
-        .expect_err("https provider URL");
+        .expect_err("not http(s)");
         assert_eq!(err.var, "PORTCULLIS_CAPTCHA_VERIFY_URL");
+        // The provider's own https endpoint is the default.
+        let config = with(&[
+            ("PORTCULLIS_CAPTCHA_PROVIDER", "turnstile"),
+            ("PORTCULLIS_CAPTCHA_SECRET", "0x4AAAAAAA-secret"),
+        ])
+        .expect("https by default");
+        assert!(config.captcha.expect("configured").verify_url.is_none());
     }
 }

@@ -37,7 +37,10 @@
 //! `PORTCULLIS_CAPTCHA_AFTER_FAILURES` (3, per account or address),
 //! `PORTCULLIS_CAPTCHA_PROVIDER` (`none` | `turnstile` | `hcaptcha` |
 //! `recaptcha`), `PORTCULLIS_CAPTCHA_SECRET`, `PORTCULLIS_CAPTCHA_SITEKEY`
-//! (hCaptcha), `PORTCULLIS_CAPTCHA_VERIFY_URL`, `PORTCULLIS_TRUSTED_PROXIES`,
+//! (hCaptcha), `PORTCULLIS_CAPTCHA_VERIFY_URL` (the provider's https
+//! endpoint by default; plain http only on loopback),
+//! `PORTCULLIS_CAPTCHA_CA_FILE` (PEM authorities trusted for it instead of
+//! the system's), `PORTCULLIS_TRUSTED_PROXIES`,
 //! `PORTCULLIS_FRONTEND_ORIGIN` (CORS and CSRF), `PORTCULLIS_RATE_LIMIT_RPS`
 //! (50 per address), `PORTCULLIS_RATE_LIMIT_BURST` (100),
 //! `PORTCULLIS_API_KEY_PEPPER`; and the state's `PORTCULLIS_DATABASE_URL`,
@@ -62,7 +65,7 @@ use portcullis::audit::prometheus::PrometheusHandle;
 use portcullis::audit::{AuditLayer, Auditor, JsonLinesSink};
 use portcullis::authenticate::{AuthenticateExt as _, AuthenticateLayer};
 use portcullis::authorize::RequireLayer;
-use portcullis::captcha::{CaptchaLayer, SiteVerify};
+use portcullis::captcha::{CaptchaLayer, HttpsClient, SiteVerify, TlsRoots};
 use portcullis::circuit_breaker::{BreakerHandle, CircuitBreakerLayer};
 use portcullis::client_ip::ClientIpLayer;
 use portcullis::core::{
@@ -316,10 +319,23 @@ pub async fn build_with_audit(
                 .with_name("captcha_siteverify")
                 .with_call_timeout(Duration::from_secs(5));
             breakers.push(breaker.handle());
-            let http = breaker.layer(
-                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                    .build_http::<http_body_util::Full<Bytes>>(),
-            );
+            // https with the system's roots, or the PEM authorities of
+            // PORTCULLIS_CAPTCHA_CA_FILE.
+            let roots = match &captcha.ca_file {
+                Some(path) => {
+                    let pem = std::fs::read(path).map_err(|e| {
+                        format!(
+                            "PORTCULLIS_CAPTCHA_CA_FILE: cannot read {}: {e}",
+                            path.display()
+                        )
+                    })?;
+                    TlsRoots::empty()
+                        .with_pem(&pem)
+                        .map_err(|e| format!("PORTCULLIS_CAPTCHA_CA_FILE: {e}"))?
+                }
+                None => TlsRoots::native()?,
+            };
+            let http = breaker.layer(HttpsClient::new(&roots)?);
             let mut verify = match captcha.provider {
                 config::CaptchaProvider::Turnstile => SiteVerify::turnstile(&captcha.secret),
                 config::CaptchaProvider::HCaptcha => SiteVerify::hcaptcha(

@@ -813,6 +813,139 @@ async fn fake_siteverify() -> String {
     format!("http://{addr}/siteverify")
 }
 
+/// The same siteverify over https on 127.0.0.1, with a self-signed
+/// certificate for `localhost` and `127.0.0.1`: its URL and the
+/// certificate's PEM.
+async fn fake_siteverify_https() -> (String, String) {
+    use hyper_util::rt::TokioIo;
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let pem = certified.cert.pem();
+    let key =
+        PrivateKeyDer::from_pem_slice(certified.signing_key.serialize_pem().as_bytes()).unwrap();
+    let chain = vec![CertificateDer::from(certified.cert.der().to_vec())];
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return; // an untrusting client
+                };
+                let service = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let form = req.into_body().collect().await?.to_bytes();
+                        let good = String::from_utf8_lossy(&form).contains("response=good");
+                        let answer = if good {
+                            json!({
+                                "success": true,
+                                "challenge_ts": portcullis::core::audit::rfc3339(SystemTime::now()),
+                                "hostname": "localhost",
+                            })
+                        } else {
+                            json!({"success": false, "error-codes": ["invalid-input-response"]})
+                        };
+                        Ok::<_, hyper::Error>(
+                            hyper::Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(answer.to_string())))
+                                .unwrap(),
+                        )
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (format!("https://127.0.0.1:{}/siteverify", addr.port()), pem)
+}
+
+/// CAPTCHA against an https provider: trusted through
+/// `PORTCULLIS_CAPTCHA_CA_FILE`, it works; with the system's roots only,
+/// the self-signed provider is refused and CAPTCHAs fail closed (503).
+async fn captcha_over_https(state: &State, dir: &std::path::Path) {
+    let (url, pem) = fake_siteverify_https().await;
+    let ca_file = dir.join(format!(
+        "{}.pem",
+        portcullis_test::unique_name("captcha-ca")
+    ));
+    std::fs::write(&ca_file, &pem).unwrap();
+    let ca_file = ca_file.display().to_string();
+    let env = |ca: Option<&str>| {
+        let mut env = vec![
+            ("PORTCULLIS_CAPTCHA_PROVIDER", "turnstile".to_owned()),
+            (
+                "PORTCULLIS_CAPTCHA_SECRET",
+                "0x4AAAAAAAe2e-demo-secret".to_owned(),
+            ),
+            ("PORTCULLIS_CAPTCHA_VERIFY_URL", url.clone()),
+            ("PORTCULLIS_CAPTCHA_AFTER_FAILURES", "0".to_owned()),
+        ];
+        if let Some(ca) = ca {
+            env.push(("PORTCULLIS_CAPTCHA_CA_FILE", ca.to_owned()));
+        }
+        env
+    };
+    let email = format!("{}@example.com", portcullis_test::unique_name("grace"));
+    {
+        let env = env(Some(&ca_file));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let server = Server::start(state, &env).await;
+        server.signup(&email).await;
+        expect_error(
+            &server.login(&email, PASSWORD, None).await,
+            403,
+            "captcha_required",
+        );
+        expect_error(
+            &server
+                .login(&email, PASSWORD, Some("bad-token-0123456789"))
+                .await,
+            403,
+            "captcha_invalid",
+        );
+        let reply = server
+            .login(&email, PASSWORD, Some("good-token-0123456789"))
+            .await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+    }
+    let env = env(None);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = Server::start(state, &env).await;
+    let reply = server
+        .login(&email, PASSWORD, Some("good-token-0123456789"))
+        .await;
+    expect_error(&reply, 503, "upstream_unavailable");
+
+    // An unreadable CA file stops the server at start, naming the variable.
+    let out = clean_command(env!("CARGO_BIN_EXE_portcullis-demo"))
+        .env("PORTCULLIS_DEMO_ADDR", free_port().to_string())
+        .env("PORTCULLIS_DATABASE_URL", &state.database_url)
+        .envs(env.iter().copied())
+        .env("PORTCULLIS_CAPTCHA_CA_FILE", dir.join("missing.pem"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("PORTCULLIS_CAPTCHA_CA_FILE"), "{stderr}");
+}
+
 /// `promtool check metrics`, when promtool is installed (required in CI).
 fn promtool_check(text: &str) {
     use std::io::Write as _;
@@ -1325,6 +1458,10 @@ async fn run_all(backend: &Backend) {
     contract(&backend.state("contract").await).await;
     lockout(&backend.state("lockout").await).await;
     captcha(&backend.state("captcha").await).await;
+    let dir = std::env::temp_dir().join(portcullis_test::unique_name("portcullis-demo-tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    captcha_over_https(&backend.state("captcha-https").await, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
     rate_limit_and_block_list(&backend.state("rate").await).await;
     secret_rotation(&backend.state("rotation").await).await;
     accounts(&backend.state("accounts").await).await;

@@ -35,11 +35,15 @@
 //! - Single use is enforced twice: locally (a token is claimed atomically
 //!   before the provider is asked, so concurrent replays reach it at most
 //!   once) and by the provider (`timeout-or-duplicate`).
-//! - The HTTP client is pluggable ([`SiteVerifyBuilder::client`]): use a
-//!   TLS client for the providers' `https` endpoints, and wrap it in a
+//! - The HTTP client is pluggable ([`SiteVerifyBuilder::client`]). With
+//!   the `captcha-tls` feature, `HttpsClient` speaks https to the
+//!   providers' endpoints (rustls, the system's certificate store or the
+//!   `TlsRoots` you give) and is used by default for an `https` URL;
+//!   without it, bring a TLS client. Wrap the client in a
 //!   [`CircuitBreakerLayer`](crate::circuit_breaker::CircuitBreakerLayer)
 //!   so a failing provider is not hammered; an open circuit fails the check
-//!   closed (503) without calling the provider.
+//!   closed (503) without calling the provider. Plain `http` is accepted
+//!   for loopback URLs (test doubles) only, unless explicitly allowed.
 //! - Without a `LockoutLayer` outside, there are no counts and a CAPTCHA is
 //!   required on every request.
 //! - With [`LockoutLayer::with_captcha_unlock`](crate::lockout::LockoutLayer::with_captcha_unlock),
@@ -133,13 +137,19 @@ mod provider;
 mod replay;
 mod siteverify;
 mod timestamp;
+#[cfg(feature = "captcha-tls")]
+mod tls;
 mod verifier;
 
 #[cfg(test)]
 mod tests;
+#[cfg(all(test, feature = "captcha-tls"))]
+mod tls_tests;
 
 pub use layer::{Captcha, CaptchaLayer, DEFAULT_THRESHOLD, DEFAULT_TOKEN_HEADER};
 pub use provider::{Provider, is_test_secret};
 pub use replay::DEFAULT_REPLAY_CAPACITY;
 pub use siteverify::{DEFAULT_VERIFY_TIMEOUT, SiteVerify, SiteVerifyBuilder};
+#[cfg(feature = "captcha-tls")]
+pub use tls::{HttpsClient, TlsRoots};
 pub use verifier::{CaptchaError, CaptchaToken, CaptchaVerifier, MAX_TOKEN_LEN};

@@ -78,8 +78,9 @@ enum Hostnames {
 /// let turnstile = SiteVerify::turnstile("0x4AAAAAAA-your-secret")
 ///     .hostname("login.example.com")
 ///     .action("login")
-///     // The built-in client speaks plain HTTP only: give a TLS client for
-///     // the provider's https endpoint (or a loopback URL in tests).
+///     // Without the `captcha-tls` feature the built-in client speaks plain
+///     // HTTP only: give a TLS client for the provider's https endpoint
+///     // (or a loopback URL in tests). With it, https works as is.
 ///     .verify_url("http://127.0.0.1:8080/siteverify")?
 ///     .build()?;
 ///
@@ -138,6 +139,8 @@ pub struct SiteVerifyBuilder {
     clock: SharedClock,
     test_mode: bool,
     plain_http: bool,
+    #[cfg(feature = "captcha-tls")]
+    tls_roots: Option<super::tls::TlsRoots>,
 }
 
 impl fmt::Debug for SiteVerifyBuilder {
@@ -171,6 +174,8 @@ impl SiteVerify {
             clock: Arc::new(SystemClock),
             test_mode: false,
             plain_http: false,
+            #[cfg(feature = "captcha-tls")]
+            tls_roots: None,
         }
     }
 
@@ -315,6 +320,15 @@ impl SiteVerifyBuilder {
         self
     }
 
+    /// Trusts `roots` (instead of the operating system's store) for the
+    /// built-in https client: a private CA, or a test certificate. Ignored
+    /// when a [`client`](Self::client) is given.
+    #[cfg(feature = "captcha-tls")]
+    pub fn tls_roots(mut self, roots: super::tls::TlsRoots) -> Self {
+        self.tls_roots = Some(roots);
+        self
+    }
+
     /// Allows a plain-`http` verify URL on a non-loopback host: the secret
     /// then crosses the network in clear.
     pub fn insecure_allow_plain_http(mut self) -> Self {
@@ -329,8 +343,11 @@ impl SiteVerifyBuilder {
     /// An empty secret; a published test secret outside
     /// [`insecure_test_mode`](Self::insecure_test_mode); no hostname choice;
     /// reCAPTCHA v3 without action or score; hCaptcha without a site key;
-    /// an `https` URL without a TLS client; a plain-`http` URL on a
-    /// non-loopback host.
+    /// an `https` URL without a TLS client (without the `captcha-tls`
+    /// feature; with it, when the system has no certificate store and no
+    /// [`tls_roots`](Self::tls_roots) were given); a plain-`http` URL on a
+    /// non-loopback host without
+    /// [`insecure_allow_plain_http`](Self::insecure_allow_plain_http).
     pub fn build(self) -> Result<SiteVerify, ConfigError> {
         if self.secret.0.is_empty() {
             return Err(ConfigError::invalid("CAPTCHA secret", "is empty"));
@@ -387,10 +404,19 @@ impl SiteVerifyBuilder {
         }
         let post = match self.post {
             Some(post) => post,
+            #[cfg(feature = "captcha-tls")]
+            None if https => {
+                let roots = match self.tls_roots {
+                    Some(roots) => roots,
+                    None => super::tls::TlsRoots::native()?,
+                };
+                post_with(super::tls::HttpsClient::new(&roots)?)
+            }
+            #[cfg(not(feature = "captcha-tls"))]
             None if https => {
                 return Err(ConfigError::invalid(
                     "verify URL",
-                    "the built-in client speaks plain HTTP: pass a TLS client with client(..)",
+                    "the built-in client speaks plain HTTP: enable the captcha-tls feature or pass a TLS client with client(..)",
                 ));
             }
             None => post_with(
