@@ -55,7 +55,8 @@ pub struct AuditRecord {
     pub auth_method: Option<AuthMethod>,
     /// Which layer decided (`jwt`, `api_key`, `csrf`, `lockout`, …).
     pub layer: Option<&'static str>,
-    /// At most the first six characters of the presented credential.
+    /// At most the first six characters of the presented credential; for
+    /// an API key, its labels and public key id (`pc_live_3kq9x0c1v2b7`).
     pub token_prefix: Option<Box<str>>,
     /// The request path, truncated; never the query string.
     pub endpoint: Option<Box<str>>,

@@ -213,6 +213,40 @@ impl KeyFormat {
     }
 }
 
+/// What an audit record may show of a credential that looks like an API
+/// key of any issuer (`<issuer>_<environment>_…`, lowercase labels): the
+/// labels and, when it sits where a key id goes (12 alphanumerics then
+/// `_`), the public key id — `pc_live_3kq9x0c1v2b7`, never a byte of the
+/// secret. A credential shaped differently gives `None` (the caller then
+/// shows nothing of an `x-api-key`, and a JWT's first characters).
+///
+/// Unknown keys (well formed, not in the store) and mistyped ones show
+/// their id, which identifies the key without revealing it; a key with
+/// no recognisable id position shows its labels only (`pc_live_`).
+#[cfg_attr(not(feature = "audit"), allow(dead_code))]
+pub(crate) fn public_prefix(credential: &str) -> Option<&str> {
+    let bytes = credential.as_bytes();
+    let label = |from: usize| -> Option<usize> {
+        let len = bytes
+            .get(from..)?
+            .iter()
+            .take(MAX_LABEL_LEN + 1)
+            .take_while(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            .count();
+        ((1..=MAX_LABEL_LEN).contains(&len) && bytes.get(from + len) == Some(&b'_'))
+            .then_some(from + len + 1)
+    };
+    let labels_end = label(0).and_then(label)?;
+    let id_end = labels_end + KEY_ID_LEN;
+    let has_id = bytes.get(labels_end..id_end).is_some_and(all_alphanumeric)
+        && bytes.get(id_end) == Some(&b'_');
+    Some(if has_id {
+        &credential[..id_end]
+    } else {
+        &credential[..labels_end]
+    })
+}
+
 /// A key that passed [`KeyFormat::parse`]: right prefix, shape and
 /// checksum. Whether it exists is the store's question.
 #[derive(Clone, Copy)]
@@ -423,6 +457,44 @@ fn base62_checksum(mut value: u32) -> [u8; CHECKSUM_LEN] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_prefix_shows_labels_and_key_id_never_the_secret() {
+        let (key, id) = KeyFormat::live().generate().unwrap();
+        let secret = &key[key.len() - SECRET_LEN - CHECKSUM_LEN..];
+        let shown = public_prefix(&key).unwrap();
+        assert_eq!(shown, format!("pc_live_{id}"));
+        assert!(!shown.contains(&secret[..4]));
+        // Unknown issuers and environments too; truncated or mistyped keys
+        // keep their id; no id position: the labels only.
+        assert_eq!(
+            public_prefix("acme_staging_abcdefghijkl_xyz").unwrap(),
+            "acme_staging_abcdefghijkl"
+        );
+        assert_eq!(
+            public_prefix("pc_live_abcdefghijkl_").unwrap(),
+            "pc_live_abcdefghijkl"
+        );
+        assert_eq!(public_prefix("pc_live_short_secret").unwrap(), "pc_live_");
+        assert_eq!(
+            public_prefix("pc_live_abcdefghijklSECRET").unwrap(),
+            "pc_live_"
+        );
+        assert_eq!(public_prefix("pc_live_").unwrap(), "pc_live_");
+        // Not API-key shaped: nothing.
+        for other in [
+            "hunter2-my-password",
+            "eyJhbGciOiJIUzI1NiJ9.e30.x",
+            "PC_LIVE_abcdefghijkl_x",
+            "pc_live",
+            "pc__abcdefghijkl_x",
+            "",
+            "a_é_x",
+            &"a".repeat(300),
+        ] {
+            assert_eq!(public_prefix(other), None, "{other:?}");
+        }
+    }
 
     #[test]
     fn crc32_matches_the_standard_check_value() {

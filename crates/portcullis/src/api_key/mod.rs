@@ -186,6 +186,8 @@
 mod cache;
 mod extract;
 mod format;
+#[cfg(feature = "audit")]
+pub(crate) use format::public_prefix;
 mod layer;
 mod manage;
 mod service;

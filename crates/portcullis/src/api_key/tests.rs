@@ -1127,3 +1127,62 @@ fn new_key_debug_masks_email_owners() {
     assert!(!shown.contains("ops@example.com"), "{shown}");
     assert!(shown.contains("deploy bot"));
 }
+
+#[cfg(feature = "audit")]
+#[tokio::test]
+async fn audit_records_of_failed_keys_name_the_key_id_never_the_secret() {
+    use crate::audit::{AuditLayer, Auditor};
+    use portcullis_core::{EventKind, MemoryAuditSink};
+
+    let fx = Fixture::new();
+    let created = fx.key().await;
+    let id = created.info().key_id.clone();
+    fx.layer.keys().revoke(&id).await.unwrap();
+    let sink = MemoryAuditSink::new(100);
+    let auditor = Auditor::builder()
+        .sink(sink.clone())
+        .pseudonym_key(b"0123456789abcdef".to_vec())
+        .build()
+        .unwrap();
+    let unknown = with_checksum(&format!(
+        "pc_live_{}_{}",
+        "U".repeat(KEY_ID_LEN),
+        "s".repeat(SECRET_LEN)
+    ));
+    let wrong_secret = with_checksum(&format!("pc_live_{id}_{}", "q".repeat(SECRET_LEN)));
+    let cases = [
+        // (request, token_prefix the record must carry)
+        (x_api_key(created.key()), Some(format!("pc_live_{id}"))),
+        (x_api_key(&wrong_secret), Some(format!("pc_live_{id}"))),
+        (
+            x_api_key(&unknown),
+            Some(format!("pc_live_{}", "U".repeat(KEY_ID_LEN))),
+        ),
+        (
+            with_headers(&[("authorization", &format!("ApiKey {unknown}"))], "/"),
+            Some(format!("pc_live_{}", "U".repeat(KEY_ID_LEN))),
+        ),
+        (x_api_key("pc_live_tooshort"), Some("pc_live_".to_owned())),
+        (x_api_key("hunter2-not-a-key"), None),
+    ];
+    for (request, expected) in cases {
+        sink.clear();
+        let echo = Echo::default();
+        let svc = AuditLayer::new(auditor.clone()).layer(fx.layer.layer(echo.service()));
+        let res = svc.oneshot(request).await.unwrap();
+        assert_ne!(res.status(), StatusCode::OK);
+        auditor.flush().await;
+        let records = sink.records();
+        let record = records
+            .iter()
+            .find(|r| r.event == EventKind::AuthFailure)
+            .unwrap_or_else(|| panic!("no auth failure in {records:?}"));
+        assert_eq!(record.token_prefix.as_deref(), expected.as_deref());
+        let json = record.to_json_line();
+        assert!(
+            !json.contains(&"s".repeat(8)) && !json.contains(&"q".repeat(8)),
+            "{json}"
+        );
+        assert!(!json.contains("hunter"), "{json}");
+    }
+}

@@ -90,13 +90,27 @@ impl RequestFacts {
             let credential = value
                 .split_once(' ')
                 .map_or("", |(_, rest)| rest.trim_start());
-            return token_prefix(credential);
+            return api_key_prefix(credential).or_else(|| token_prefix(credential));
         }
-        self.api_key
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .and_then(token_prefix)
+        let key = self.api_key.as_ref().and_then(|v| v.to_str().ok())?;
+        if cfg!(feature = "api-key") {
+            api_key_prefix(key)
+        } else {
+            token_prefix(key)
+        }
     }
+}
+
+/// An API key's labels and public key id (`pc_live_3kq9x0c1v2b7`), never
+/// its secret; `None` for a credential not shaped like one.
+#[cfg(feature = "api-key")]
+fn api_key_prefix(credential: &str) -> Option<Box<str>> {
+    crate::api_key::public_prefix(credential).map(Into::into)
+}
+
+#[cfg(not(feature = "api-key"))]
+fn api_key_prefix(_credential: &str) -> Option<Box<str>> {
+    None
 }
 
 /// The trace-id field of a version-00 `traceparent`, if well formed and not

@@ -21,7 +21,8 @@
 //! queue drops and counts; a slow sink never slows a request.
 //!
 //! Nothing secret reaches a record: only the first six characters of a
-//! credential (`token_prefix`), email-like identifiers as keyed pseudonyms
+//! credential (`token_prefix`; for an API key its labels and public key
+//! id, `pc_live_3kq9x0c1v2b7`), email-like identifiers as keyed pseudonyms
 //! (`email:3fa9c2d1e0b4`), paths without query strings, and every
 //! attacker-controlled string with control characters replaced and its
 //! length capped.
