@@ -80,6 +80,118 @@ impl Requirement {
     }
 }
 
+impl Requirement {
+    /// What `p` lacks of this requirement.
+    fn missing(&self, p: &Principal) -> MissingPermissions {
+        let lacking = |names: &[String], has: &dyn Fn(&str) -> bool| -> Vec<String> {
+            names.iter().filter(|n| !has(n)).cloned().collect()
+        };
+        let none_held = |names: &[String], has: &dyn Fn(&str) -> bool| -> Vec<String> {
+            if names.iter().any(|n| has(n)) {
+                Vec::new()
+            } else {
+                names.to_vec()
+            }
+        };
+        let scope = |s: &str| p.has_scope(s);
+        let role = |r: &str| p.has_role(r);
+        MissingPermissions {
+            scopes: lacking(&self.all_scopes, &scope),
+            any_scopes: none_held(&self.any_scopes, &scope),
+            roles: lacking(&self.all_roles, &role),
+            any_roles: none_held(&self.any_roles, &role),
+        }
+    }
+}
+
+/// What a principal lacked, in the response extensions of every `403
+/// insufficient_permissions` from [`Require`], so the audit record can say
+/// which scope or role was missing (as its `detail`). The names are the
+/// route's configuration, not client input. Responders never render it:
+/// the client sees the required scopes only in `WWW-Authenticate`'s
+/// `scope=` (RFC 6750), and never the roles.
+///
+/// ```
+/// use http::Request;
+/// use portcullis::authorize::{MissingPermissions, RequireLayer};
+/// use portcullis_core::{Principal, PrincipalKind};
+/// use std::convert::Infallible;
+/// use tower::{Layer, ServiceExt, service_fn};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let svc = RequireLayer::scopes(["orders:read", "orders:write"]).and_roles(["admin"])
+///     .layer(service_fn(|_: Request<()>| async { Ok::<_, Infallible>(http::Response::new(String::new())) }));
+/// let mut req = Request::new(());
+/// req.extensions_mut().insert(Principal::new("u1", PrincipalKind::User).with_scopes(["orders:read"]));
+/// let res = svc.oneshot(req).await.unwrap();
+/// let missing = res.extensions().get::<MissingPermissions>().unwrap();
+/// assert_eq!(missing.scopes(), ["orders:write"]);
+/// assert_eq!(missing.to_string(), "missing scope orders:write; missing role admin");
+/// # });
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MissingPermissions {
+    scopes: Vec<String>,
+    any_scopes: Vec<String>,
+    roles: Vec<String>,
+    any_roles: Vec<String>,
+}
+
+impl MissingPermissions {
+    /// Required scopes the principal lacks.
+    #[must_use]
+    pub fn scopes(&self) -> &[String] {
+        &self.scopes
+    }
+
+    /// Scopes of which one was required and none held (empty otherwise).
+    #[must_use]
+    pub fn any_scopes(&self) -> &[String] {
+        &self.any_scopes
+    }
+
+    /// Required roles the principal lacks.
+    #[must_use]
+    pub fn roles(&self) -> &[String] {
+        &self.roles
+    }
+
+    /// Roles of which one was required and none held (empty otherwise).
+    #[must_use]
+    pub fn any_roles(&self) -> &[String] {
+        &self.any_roles
+    }
+}
+
+impl fmt::Display for MissingPermissions {
+    /// `missing scope a; missing one of scopes x y; missing role admin`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts = [
+            ("scope", "scopes", false, &self.scopes),
+            ("scope", "scopes", true, &self.any_scopes),
+            ("role", "roles", false, &self.roles),
+            ("role", "roles", true, &self.any_roles),
+        ];
+        let mut first = true;
+        for (one, many, any, names) in parts {
+            if names.is_empty() {
+                continue;
+            }
+            if !first {
+                f.write_str("; ")?;
+            }
+            first = false;
+            match (any, names.len()) {
+                (false, 1) => write!(f, "missing {one} ")?,
+                (false, _) => write!(f, "missing {many} ")?,
+                (true, _) => write!(f, "missing one of {many} ")?,
+            }
+            f.write_str(&names.join(" "))?;
+        }
+        Ok(())
+    }
+}
+
 fn owned<I, T>(items: I) -> Vec<String>
 where
     I: IntoIterator<Item = T>,
@@ -242,11 +354,13 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let mut missing = None;
         let rejection = match request.extensions().get::<Principal>() {
             Some(principal) if self.requirement.allows(principal) => {
                 return ResponseFuture::inner(self.inner.call(request));
             }
-            Some(_) => {
+            Some(principal) => {
+                missing = Some(self.requirement.missing(principal));
                 let mut rejection = Rejection::new(FailureReason::InsufficientPermissions)
                     .with_challenge(Challenge::bearer());
                 if let Some(scope) = self.requirement.scope_hint() {
@@ -258,6 +372,9 @@ where
         };
         let mut response = self.respond.respond(request.headers(), &rejection);
         response.extensions_mut().insert(rejection);
+        if let Some(missing) = missing {
+            response.extensions_mut().insert(missing);
+        }
         ResponseFuture::rejected(response)
     }
 }
@@ -357,6 +474,96 @@ mod tests {
         Principal::new("u", PrincipalKind::User)
             .with_scopes(["a", "b"])
             .with_roles(["admin"])
+    }
+
+    async fn missing(layer: RequireLayer, principal: Principal) -> (String, String) {
+        let svc = layer.layer(service_fn(|_: Request<String>| async {
+            Ok::<_, Infallible>(Response::new(String::new()))
+        }));
+        let mut req = Request::new(String::new());
+        req.extensions_mut().insert(principal);
+        let res = svc.oneshot(req).await.unwrap();
+        assert_eq!(res.status(), 403);
+        let text = res
+            .extensions()
+            .get::<MissingPermissions>()
+            .unwrap()
+            .to_string();
+        let body = res.into_body();
+        (text, body)
+    }
+
+    #[tokio::test]
+    async fn a_refusal_names_what_was_missing_outside_the_body() {
+        let cases = [
+            (RequireLayer::scopes(["a", "c", "d"]), "missing scopes c d"),
+            (
+                RequireLayer::any_scope(["x", "y"]),
+                "missing one of scopes x y",
+            ),
+            (
+                RequireLayer::roles(["admin", "ops"]).and_scopes(["c"]),
+                "missing scope c; missing role ops",
+            ),
+            (
+                RequireLayer::any_role(["ops", "sre"]),
+                "missing one of roles ops sre",
+            ),
+        ];
+        for (layer, expected) in cases {
+            let (text, body) = missing(layer, user()).await;
+            assert_eq!(text, expected);
+            assert!(!body.contains("ops") && !body.contains("admin"), "{body}");
+        }
+    }
+
+    #[cfg(feature = "audit")]
+    #[tokio::test]
+    async fn the_audit_record_names_the_missing_scope_and_role() {
+        use crate::audit::{AuditLayer, Auditor};
+        use portcullis_core::{AuthMethod, AuthOutcome, FailureReason, MemoryAuditSink};
+
+        let sink = MemoryAuditSink::new(10);
+        let auditor = Auditor::builder().sink(sink.clone()).build().unwrap();
+        // An authenticator's part: the principal in, its success outcome out.
+        let inner = RequireLayer::scopes(["orders:write"])
+            .and_roles(["admin"])
+            .layer(service_fn(|_: Request<String>| async {
+                Ok::<_, Infallible>(Response::new(String::new()))
+            }));
+        let authenticated = tower::service_fn(move |mut req: Request<String>| {
+            let inner = inner.clone();
+            async move {
+                let principal =
+                    Principal::new("usr_1", PrincipalKind::User).with_scopes(["orders:read"]);
+                req.extensions_mut().insert(principal.clone());
+                let mut res = inner.oneshot(req).await?;
+                AuthOutcome::authenticated(AuthMethod::Jwt, &principal).attach(&mut res);
+                Ok::<_, Infallible>(res)
+            }
+        });
+        let svc = AuditLayer::new(auditor.clone()).layer(authenticated);
+        let res = svc.oneshot(Request::new(String::new())).await.unwrap();
+        assert_eq!(res.status(), 403);
+        auditor.flush().await;
+        let records = sink.records();
+        assert_eq!(records.len(), 1, "{records:?}");
+        let record = &records[0];
+        assert_eq!(
+            record.failure_reason,
+            Some(FailureReason::InsufficientPermissions)
+        );
+        assert_eq!(record.user_id.as_deref(), Some("usr_1"));
+        assert_eq!(record.layer, Some("authorize"));
+        assert_eq!(
+            record.detail.as_deref(),
+            Some("missing scope orders:write; missing role admin")
+        );
+        let json = record.to_json();
+        assert_eq!(
+            json["context"]["detail"], "missing scope orders:write; missing role admin",
+            "{json}"
+        );
     }
 
     #[tokio::test]

@@ -113,6 +113,20 @@ fn api_key_prefix(_credential: &str) -> Option<Box<str>> {
     None
 }
 
+/// What `RequireLayer` found missing (`missing scope orders:write`).
+#[cfg(feature = "authorize")]
+fn missing_permissions<B>(response: &Response<B>) -> Option<String> {
+    response
+        .extensions()
+        .get::<crate::authorize::MissingPermissions>()
+        .map(ToString::to_string)
+}
+
+#[cfg(not(feature = "authorize"))]
+fn missing_permissions<B>(_response: &Response<B>) -> Option<String> {
+    None
+}
+
 /// The trace-id field of a version-00 `traceparent`, if well formed and not
 /// all zeros.
 pub(crate) fn traceparent_trace_id(value: &str) -> Option<&str> {
@@ -141,12 +155,15 @@ pub(crate) struct Decision {
     shadow: bool,
     fallback: bool,
     layer: &'static str,
+    /// What an authorization refusal found missing.
+    missing: Option<String>,
 }
 
 impl Decision {
     pub(crate) fn of<B>(response: &Response<B>) -> Option<Self> {
         let outcome = AuthOutcome::of(response);
         let rejection = response.extensions().get::<Rejection>();
+        let missing = missing_permissions(response);
         match (outcome, rejection) {
             // Authenticated, then refused further in (authorization, CSRF
             // after login, …): the refusal is the decision.
@@ -159,6 +176,7 @@ impl Decision {
                 shadow: false,
                 fallback: outcome.is_fallback(),
                 layer: layer_of_reason(rejection.reason(), Some(outcome.method())),
+                missing,
             }),
             (Some(outcome), _) => Some(Self {
                 kind: match outcome.reason() {
@@ -173,6 +191,7 @@ impl Decision {
                 shadow: outcome.is_shadow(),
                 fallback: outcome.is_fallback(),
                 layer: method_layer(outcome.method()),
+                missing: None,
             }),
             (None, Some(rejection)) => Some(Self {
                 kind: kind_of_reason(rejection.reason()),
@@ -183,6 +202,7 @@ impl Decision {
                 shadow: false,
                 fallback: false,
                 layer: layer_of_reason(rejection.reason(), None),
+                missing,
             }),
             (None, None) => None,
         }
@@ -286,6 +306,7 @@ impl RequestEntry {
             record.shadow = decision.shadow;
             record.fallback = decision.fallback;
             record.layer = Some(decision.layer);
+            record.detail = decision.missing.clone().map(Into::into);
             out.push(record);
         }
         for event in &self.events {
