@@ -67,6 +67,12 @@ pub struct Config {
     pub token_lifetime: Duration,
     /// `PORTCULLIS_REFRESH_TOKEN_LIFETIME_SECONDS` (604800).
     pub refresh_lifetime: Duration,
+    /// `PORTCULLIS_TOKEN_LEEWAY_SECONDS` (30, at most 300): clock skew
+    /// allowed on `exp`, `nbf` and `iat`.
+    pub token_leeway: Duration,
+    /// `PORTCULLIS_TOKEN_EXPIRY_GRACE_SECONDS` (0, at most 3600): access
+    /// tokens still accepted this long past `exp` (after the leeway).
+    pub token_expiry_grace: Duration,
     /// `PORTCULLIS_LOCKOUT_MAX_ATTEMPTS` (5).
     pub lockout_max_attempts: u32,
     /// `PORTCULLIS_LOCKOUT_WINDOW_SECONDS` (300).
@@ -99,6 +105,8 @@ impl fmt::Debug for Config {
             .field("jwt_secret_old", &self.jwt_secret_old.len())
             .field("token_lifetime", &self.token_lifetime)
             .field("refresh_lifetime", &self.refresh_lifetime)
+            .field("token_leeway", &self.token_leeway)
+            .field("token_expiry_grace", &self.token_expiry_grace)
             .field("lockout_max_attempts", &self.lockout_max_attempts)
             .field("lockout_window", &self.lockout_window)
             .field("lockout_duration", &self.lockout_duration)
@@ -203,6 +211,16 @@ impl Config {
                 "must not be shorter than PORTCULLIS_TOKEN_LIFETIME_SECONDS",
             ));
         }
+        let bounded =
+            |var: &'static str, default: u64, max: u64| -> Result<Duration, ConfigError> {
+                let n = number(var, get(var), default)?;
+                if n > max {
+                    return Err(invalid(var, format!("must be at most {max}")));
+                }
+                Ok(Duration::from_secs(n))
+            };
+        let token_leeway = bounded("PORTCULLIS_TOKEN_LEEWAY_SECONDS", 30, 300)?;
+        let token_expiry_grace = bounded("PORTCULLIS_TOKEN_EXPIRY_GRACE_SECONDS", 0, 3600)?;
         let lockout_max_attempts = count("PORTCULLIS_LOCKOUT_MAX_ATTEMPTS", 5, 1)?;
         let lockout_window = seconds("PORTCULLIS_LOCKOUT_WINDOW_SECONDS", 300)?;
         let lockout_duration = seconds("PORTCULLIS_LOCKOUT_DURATION_SECONDS", 1800)?;
@@ -237,6 +255,8 @@ impl Config {
             jwt_secret_old,
             token_lifetime,
             refresh_lifetime,
+            token_leeway,
+            token_expiry_grace,
             lockout_max_attempts,
             lockout_window,
             lockout_duration,
@@ -363,6 +383,8 @@ mod tests {
         assert!(config.jwt_secret.is_none());
         assert_eq!(config.token_lifetime, Duration::from_secs(900));
         assert_eq!(config.lockout_max_attempts, 5);
+        assert_eq!(config.token_leeway, Duration::from_secs(30));
+        assert_eq!(config.token_expiry_grace, Duration::ZERO);
         assert_eq!(config.frontend_origin, "http://127.0.0.1:8000");
         assert!(config.captcha.is_none());
     }
@@ -384,6 +406,8 @@ mod tests {
             ("PORTCULLIS_TRUSTED_PROXIES", "10.0.0.0/99"),
             ("PORTCULLIS_FRONTEND_ORIGIN", "app.example.org"),
             ("PORTCULLIS_RATE_LIMIT_RPS", "0"),
+            ("PORTCULLIS_TOKEN_LEEWAY_SECONDS", "301"),
+            ("PORTCULLIS_TOKEN_EXPIRY_GRACE_SECONDS", "3601"),
         ] {
             assert_eq!(with(&[(var, value)]).expect_err(var).var, var);
         }

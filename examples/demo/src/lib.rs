@@ -32,6 +32,9 @@
 //! ephemeral secret and a warning), `PORTCULLIS_JWT_SECRET_OLD`
 //! (comma-separated, verification only), `PORTCULLIS_TOKEN_LIFETIME_SECONDS`
 //! (900), `PORTCULLIS_REFRESH_TOKEN_LIFETIME_SECONDS` (604800),
+//! `PORTCULLIS_TOKEN_LEEWAY_SECONDS` (30, ≤ 300: clock skew),
+//! `PORTCULLIS_TOKEN_EXPIRY_GRACE_SECONDS` (0, ≤ 3600: access tokens
+//! accepted past `exp`),
 //! `PORTCULLIS_LOCKOUT_MAX_ATTEMPTS` (5), `PORTCULLIS_LOCKOUT_WINDOW_SECONDS`
 //! (300), `PORTCULLIS_LOCKOUT_DURATION_SECONDS` (1800),
 //! `PORTCULLIS_CAPTCHA_AFTER_FAILURES` (3, per account or address),
@@ -259,10 +262,16 @@ pub async fn build_with_audit(
         );
     }
     let issuer = issuer.build(backends.revocations.clone())?;
-    let jwt = JwtLayer::new(issuer.access_verifier().build()?)
-        .with_realm("portcullis-demo")
-        .with_cookie(SESSION_COOKIE)
-        .with_revocation(backends.revocations.clone());
+    let jwt = JwtLayer::new(
+        issuer
+            .access_verifier()
+            .leeway(config.token_leeway)
+            .expiry_grace(config.token_expiry_grace)
+            .build()?,
+    )
+    .with_realm("portcullis-demo")
+    .with_cookie(SESSION_COOKIE)
+    .with_revocation(backends.revocations.clone());
 
     // API keys (the CLI reads the same pepper).
     let mut api_key = ApiKeyLayer::new(backends.api_keys.clone()).with_realm("portcullis-demo");
@@ -317,7 +326,10 @@ pub async fn build_with_audit(
         Some(captcha) => {
             let breaker = CircuitBreakerLayer::consecutive_failures(5, Duration::from_secs(30))?
                 .with_name("captcha_siteverify")
-                .with_call_timeout(Duration::from_secs(5));
+                .with_call_timeout(Duration::from_secs(5))
+                // portcullis_circuit_state / _transitions_total and a
+                // security.circuit_state_changed event per transition.
+                .on_transition(auditor.breaker_listener("captcha_siteverify"));
             breakers.push(breaker.handle());
             // https with the system's roots, or the PEM authorities of
             // PORTCULLIS_CAPTCHA_CA_FILE.
@@ -685,7 +697,13 @@ async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
     };
     // Only the right password learns that the account is disabled.
     if user.is_disabled() {
-        let mut res = reject(&Rejection::new(FailureReason::UserDisabled).with_subject(&*user.id));
+        let mut res = app_error(
+            StatusCode::UNAUTHORIZED,
+            "user_disabled",
+            "this account is disabled: ask an administrator",
+        );
+        res.extensions_mut()
+            .insert(Rejection::new(FailureReason::UserDisabled).with_subject(&*user.id));
         AuthOutcome::failure(AuthMethod::Password, FailureReason::UserDisabled)
             .with_identifier(email)
             .with_subject(user.id)

@@ -928,10 +928,28 @@ async fn captcha_over_https(state: &State, dir: &std::path::Path) {
     let env = env(None);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let server = Server::start(state, &env).await;
-    let reply = server
-        .login(&email, PASSWORD, Some("good-token-0123456789"))
-        .await;
-    expect_error(&reply, 503, "upstream_unavailable");
+    // Five failed calls open the siteverify breaker: health and metrics
+    // show it.
+    for _ in 0..5 {
+        let reply = server
+            .login(&email, PASSWORD, Some("good-token-0123456789"))
+            .await;
+        expect_error(&reply, 503, "upstream_unavailable");
+    }
+    let detailed = server.call("GET", "/health/detailed", &[], None).await;
+    assert_eq!(
+        detailed.json()["circuit_breakers"],
+        json!([{"name": "captcha_siteverify", "state": "open"}]),
+        "{detailed:?}"
+    );
+    let metrics = server.call("GET", "/metrics", &[], None).await;
+    assert!(
+        metrics
+            .text
+            .contains(r#"portcullis_circuit_state{breaker="captcha_siteverify"} 1"#),
+        "{}",
+        metrics.text
+    );
 
     // An unreadable CA file stops the server at start, naming the variable.
     let out = clean_command(env!("CARGO_BIN_EXE_portcullis-demo"))
@@ -1453,6 +1471,30 @@ async fn accounts(state: &State) {
     );
 }
 
+/// Expiry with `PORTCULLIS_TOKEN_LEEWAY_SECONDS` and
+/// `PORTCULLIS_TOKEN_EXPIRY_GRACE_SECONDS`: a token past `exp` is accepted
+/// within the grace, refused as `token_expired` after it.
+async fn expiry_grace(state: &State) {
+    let server = Server::start(
+        state,
+        &[
+            ("PORTCULLIS_TOKEN_LIFETIME_SECONDS", "1"),
+            ("PORTCULLIS_TOKEN_LEEWAY_SECONDS", "0"),
+            ("PORTCULLIS_TOKEN_EXPIRY_GRACE_SECONDS", "3"),
+        ],
+    )
+    .await;
+    let email = format!("{}@example.com", portcullis_test::unique_name("heidi"));
+    server.signup(&email).await;
+    let (access, _) = server.tokens(&email).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let me = server.bearer("GET", "/api/me", &access).await;
+    assert_eq!(me.status, 200, "within the grace: {me:?}");
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let me = server.bearer("GET", "/api/me", &access).await;
+    expect_error(&me, 401, "token_expired");
+}
+
 async fn run_all(backend: &Backend) {
     refuses_bad_configuration(&backend.state("config").await);
     contract(&backend.state("contract").await).await;
@@ -1465,6 +1507,7 @@ async fn run_all(backend: &Backend) {
     rate_limit_and_block_list(&backend.state("rate").await).await;
     secret_rotation(&backend.state("rotation").await).await;
     accounts(&backend.state("accounts").await).await;
+    expiry_grace(&backend.state("expiry").await).await;
     redis_down(&backend.state("redis-down").await).await;
     backend.clean_up().await;
 }
