@@ -162,7 +162,131 @@ impl AuditRecord {
     /// The record as one line of JSON, without the trailing newline.
     #[must_use]
     pub fn to_json_line(&self) -> String {
-        self.to_json().to_string()
+        // Written directly, keys in the order `to_json` prints them (sorted),
+        // without building the `Value` tree: this runs once per record on the
+        // audit consumer.
+        let mut out = String::with_capacity(384);
+        out.push_str("{\"context\":{");
+        let mut first = true;
+        let mut key = |out: &mut String, name: &str| {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push('"');
+            out.push_str(name);
+            out.push_str("\":");
+        };
+        if let Some(method) = self.auth_method {
+            key(&mut out, "auth_method");
+            json_str(&mut out, method.as_str());
+        }
+        if let Some(count) = self.count {
+            key(&mut out, "count");
+            push_u64(&mut out, u64::from(count));
+        }
+        if let Some(detail) = &self.detail {
+            key(&mut out, "detail");
+            json_str(&mut out, detail);
+        }
+        if let Some(endpoint) = &self.endpoint {
+            key(&mut out, "endpoint");
+            json_str(&mut out, endpoint);
+        }
+        key(&mut out, "failure_reason");
+        match self.failure_reason {
+            Some(reason) => json_str(&mut out, reason.as_str()),
+            None => out.push_str("null"),
+        }
+        if self.fallback {
+            key(&mut out, "fallback");
+            out.push_str("true");
+        }
+        if let Some(method) = &self.http_method {
+            key(&mut out, "http_method");
+            json_str(&mut out, method);
+        }
+        key(&mut out, "ip_address");
+        match self.ip_address {
+            Some(ip) => {
+                use fmt::Write as _;
+                out.push('"');
+                let _ = write!(out, "{ip}");
+                out.push('"');
+            }
+            None => out.push_str("null"),
+        }
+        if let Some(layer) = self.layer {
+            key(&mut out, "layer");
+            json_str(&mut out, layer);
+        }
+        if self.shadow {
+            key(&mut out, "shadow");
+            out.push_str("true");
+        }
+        if let Some(status) = self.status {
+            key(&mut out, "status");
+            push_u64(&mut out, u64::from(status));
+        }
+        if let Some(prefix) = &self.token_prefix {
+            key(&mut out, "token_prefix");
+            json_str(&mut out, prefix);
+        }
+        if let Some(until) = self.until {
+            key(&mut out, "until");
+            out.push('"');
+            push_rfc3339(&mut out, until);
+            out.push('"');
+        }
+        if let Some(agent) = &self.user_agent {
+            key(&mut out, "user_agent");
+            json_str(&mut out, agent);
+        }
+        key(&mut out, "user_id");
+        match &self.user_id {
+            Some(user) => json_str(&mut out, user),
+            None => out.push_str("null"),
+        }
+        out.push_str("},\"event\":");
+        json_str(&mut out, self.event.name());
+        out.push_str(",\"level\":");
+        json_str(&mut out, self.level.as_str());
+        out.push_str(",\"message\":");
+        json_str(&mut out, &self.message);
+        out.push_str(",\"timestamp\":\"");
+        push_rfc3339(&mut out, self.timestamp);
+        out.push_str("\",\"trace_id\":");
+        json_str(&mut out, &self.trace_id);
+        out.push('}');
+        out
+    }
+}
+
+/// Appends `n` in decimal.
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        // A digit: `n % 10` is below 10.
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&buf[at..]).unwrap_or_default());
+}
+
+/// Appends `value` as a JSON string (quoted, escaped as serde_json does).
+fn json_str(out: &mut String, value: &str) {
+    if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(value);
+        out.push('"');
+    } else {
+        // Rare (control characters, quotes): serde_json's escaping.
+        out.push_str(&Value::from(value).to_string());
     }
 }
 
@@ -189,18 +313,47 @@ const fn default_message(event: EventKind) -> &'static str {
 /// (`2025-12-29T14:20:35.123Z`). Times before the epoch print as the epoch.
 #[must_use]
 pub fn rfc3339(time: SystemTime) -> String {
+    let mut out = String::with_capacity(24);
+    push_rfc3339(&mut out, time);
+    out
+}
+
+/// Appends [`rfc3339`]`(time)` to `out`, digits by hand (no `format!`).
+fn push_rfc3339(out: &mut String, time: SystemTime) {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
-    let millis = since.subsec_millis();
+    let millis = u64::from(since.subsec_millis());
     let days = secs / 86_400;
     let rem = secs % 86_400;
     let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
+    if year > 9999 {
+        use fmt::Write as _;
+        let _ = write!(
+            out,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+            rem / 3600,
+            (rem / 60) % 60,
+            rem % 60
+        );
+        return;
+    }
+    let mut buf = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut value: u64| {
+        for i in (at..at + width).rev() {
+            // A digit: `value % 10` is below 10.
+            buf[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, rem / 3600);
+    put(14, 2, (rem / 60) % 60);
+    put(17, 2, rem % 60);
+    put(20, 3, millis);
+    // ASCII digits and separators only.
+    out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day).
@@ -406,6 +559,39 @@ mod tests {
         assert_eq!(rfc3339(t), "2000-02-29T00:00:00.000Z");
         let t = UNIX_EPOCH + Duration::from_secs(4_107_542_399);
         assert_eq!(rfc3339(t), "2100-02-28T23:59:59.000Z");
+    }
+
+    #[test]
+    fn rfc3339_after_year_9999_keeps_every_digit() {
+        let t = UNIX_EPOCH + Duration::from_secs(253_402_300_800); // 10000-01-01
+        assert_eq!(rfc3339(t), "10000-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn json_line_is_the_json_value_printed() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_767_018_035_123);
+        let bare = AuditRecord::new(EventKind::AuthSuccess, t, "trace_1");
+        let mut full = AuditRecord::new(EventKind::AccountLocked, t, "tr\"ace");
+        full.user_id = Some("user \"42\"\n".into());
+        full.ip_address = Some("2001:db8::1".parse().unwrap());
+        full.failure_reason = Some(FailureReason::AccountLocked);
+        full.auth_method = Some(AuthMethod::Password);
+        full.layer = Some("lockout");
+        full.token_prefix = Some("pc_live_abc".into());
+        full.endpoint = Some("/api/auth/login".into());
+        full.http_method = Some("POST".into());
+        full.user_agent = Some("curl/8.0 \u{1b}[31m \\ é".into());
+        full.status = Some(429);
+        full.count = Some(5);
+        full.until = Some(t + Duration::from_secs(1800));
+        full.detail = Some(Cow::Borrowed("account and account+address"));
+        full.shadow = true;
+        full.fallback = true;
+        full.message = Cow::Owned("Account \"locked\"\t".into());
+        for record in [bare, full] {
+            assert_eq!(record.to_json_line(), record.to_json().to_string());
+            assert!(serde_json::from_str::<Value>(&record.to_json_line()).is_ok());
+        }
     }
 
     #[test]
