@@ -235,6 +235,26 @@ impl MemoryBlockList {
         }
     }
 
+    /// [`find`](BlockListStore::find) without a future: the entry in force
+    /// at `now` that covers `ip`, if any (the most specific one). The
+    /// lockout middleware calls it on every request.
+    #[must_use]
+    pub fn find_now(&self, ip: IpAddr, now: SystemTime) -> Option<BlockEntry> {
+        let ip = ip.to_canonical();
+        let state = self.read();
+        if let Some(entry) = state.addresses.get(&ip)
+            && entry.is_active(now)
+        {
+            return Some(entry.clone());
+        }
+        state
+            .networks
+            .iter()
+            .filter(|e| e.is_active(now) && e.network.contains(&ip))
+            .max_by_key(|e| e.network.prefix_len())
+            .cloned()
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Blocks> {
         self.state
             .read()
@@ -305,19 +325,7 @@ impl BlockListStore for MemoryBlockList {
     }
 
     async fn find(&self, ip: IpAddr, now: SystemTime) -> Result<Option<BlockEntry>, StoreError> {
-        let ip = ip.to_canonical();
-        let state = self.read();
-        if let Some(entry) = state.addresses.get(&ip)
-            && entry.is_active(now)
-        {
-            return Ok(Some(entry.clone()));
-        }
-        Ok(state
-            .networks
-            .iter()
-            .filter(|e| e.is_active(now) && e.network.contains(&ip))
-            .max_by_key(|e| e.network.prefix_len())
-            .cloned())
+        Ok(self.find_now(ip, now))
     }
 
     async fn list(&self, now: SystemTime) -> Result<Vec<BlockEntry>, StoreError> {
