@@ -240,10 +240,12 @@ impl Config {
         let rate_limit_rps = count("PORTCULLIS_RATE_LIMIT_RPS", 50, 1)?;
         let rate_limit_burst = count("PORTCULLIS_RATE_LIMIT_BURST", 100, 1)?;
         let api_key_pepper = match get("PORTCULLIS_API_KEY_PEPPER") {
-            Some(p) if p.len() < 16 => {
+            // The library's minimum (ApiKeyLayer::with_pepper), checked
+            // here so the message names the variable.
+            Some(p) if p.len() < 32 => {
                 return Err(invalid(
                     "PORTCULLIS_API_KEY_PEPPER",
-                    "must be at least 16 bytes",
+                    "must be at least 32 bytes (generate one with `portcullis secret generate`)",
                 ));
             }
             Some(p) => Some(p.into_bytes()),
@@ -408,6 +410,7 @@ mod tests {
             ("PORTCULLIS_RATE_LIMIT_RPS", "0"),
             ("PORTCULLIS_TOKEN_LEEWAY_SECONDS", "301"),
             ("PORTCULLIS_TOKEN_EXPIRY_GRACE_SECONDS", "3601"),
+            ("PORTCULLIS_API_KEY_PEPPER", "sixteen-bytes-pepper"),
         ] {
             assert_eq!(with(&[(var, value)]).expect_err(var).var, var);
         }

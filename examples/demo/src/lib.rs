@@ -81,6 +81,10 @@ use portcullis::lockout::{IdentifierSource, LockoutLayer, RateLimit};
 use portcullis::rejection::{DefaultRejection, RespondToRejection};
 use portcullis::{AuthMethod, AuthOutcome, FailureReason, Principal, PrincipalKind, Rejection};
 use portcullis_cli::backends::Backends;
+// Key ids are fingerprints of their secret (a token names the secret that
+// signed it across rotations; `portcullis secret kid` prints the same id),
+// and CSRF keys are derived from the JWT secret: the CLI's functions.
+use portcullis_cli::secret::{derive_key, key_id};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tower::Layer as _;
@@ -496,25 +500,6 @@ async fn cors(
         );
     }
     res
-}
-
-/// The `kid` of the key made from `secret`: a fingerprint, so a token
-/// names the secret that signed it across rotations (never the secret).
-fn key_id(secret: &[u8]) -> String {
-    use std::fmt::Write as _;
-    derive_key(secret, b"kid")[..8]
-        .iter()
-        .fold(String::new(), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
-/// A key for `purpose` derived from the JWT secret (HMAC-SHA256), so one
-/// secret configures the server without reusing it across primitives.
-fn derive_key(secret: &[u8], purpose: &[u8]) -> Vec<u8> {
-    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
-    aws_lc_rs::hmac::sign(&key, purpose).as_ref().to_vec()
 }
 
 /// Serves `app` on `listener` until Ctrl-C.

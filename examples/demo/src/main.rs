@@ -221,6 +221,9 @@ Health, metrics and the audit trail (JSON lines on stdout):
   curl -s {base}/health/detailed
   curl -s {base}/metrics | grep portcullis_auth
   cargo run -p portcullis-demo | jq -r 'select(.event == \"security.auth_failure\") | .context.failure_reason'
+
+Accounts (disable, reset-password, grant/revoke scopes) on this server's database:
+  portcullis-demo users --help
 "
     );
 }

@@ -736,7 +736,8 @@ async fn lockout(state: &State) {
     expect_error(&wrong, 429, "account_locked");
 
     // From another address the account is locked too (the account lock),
-    // until an operator unlocks it.
+    // until an operator unlocks it: then from every address, the one that
+    // was guessing included (unlock lifts the account+address lock too).
     let elsewhere = Server::client_bound_to("127.0.0.2");
     let reply = server.login_via(&elsewhere, &email, PASSWORD).await;
     expect_error(&reply, 429, "account_locked");
@@ -744,6 +745,8 @@ async fn lockout(state: &State) {
         assert!(out.status.success(), "{out:?}");
         let reply = server.login_via(&elsewhere, &email, PASSWORD).await;
         assert_eq!(reply.status, 200, "after unlock: {reply:?}");
+        let reply = server.login(&email, PASSWORD, None).await;
+        assert_eq!(reply.status, 200, "the guessing address: {reply:?}");
     }
 }
 
