@@ -110,6 +110,19 @@ fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     cmd
 }
 
+impl State {
+    /// `program`, clean, pointed at this state (database, Redis).
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = clean_command(program);
+        cmd.env("PORTCULLIS_DATABASE_URL", &self.database_url);
+        if let Some((url, prefix)) = &self.redis {
+            cmd.env("PORTCULLIS_REDIS_URL", url)
+                .env("PORTCULLIS_REDIS_PREFIX", prefix);
+        }
+        cmd
+    }
+}
+
 fn free_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
@@ -118,14 +131,9 @@ fn free_port() -> SocketAddr {
 impl Server {
     async fn start(state: &State, env: &[(&str, &str)]) -> Self {
         let addr = free_port();
-        let mut cmd = clean_command(env!("CARGO_BIN_EXE_portcullis-demo"));
+        let mut cmd = state.command(env!("CARGO_BIN_EXE_portcullis-demo"));
         cmd.env("PORTCULLIS_DEMO_ADDR", addr.to_string())
-            .env("PORTCULLIS_DATABASE_URL", &state.database_url)
             .env("PORTCULLIS_JWT_SECRET", JWT_SECRET);
-        if let Some((url, prefix)) = &state.redis {
-            cmd.env("PORTCULLIS_REDIS_URL", url)
-                .env("PORTCULLIS_REDIS_PREFIX", prefix);
-        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -274,13 +282,7 @@ impl Server {
 
     /// Runs the operator CLI on this server's state, if it has been built.
     fn cli(&self, args: &[&str]) -> Option<std::process::Output> {
-        let mut cmd = clean_command(cli_path()?);
-        cmd.env("PORTCULLIS_DATABASE_URL", &self.state.database_url);
-        if let Some((url, prefix)) = &self.state.redis {
-            cmd.env("PORTCULLIS_REDIS_URL", url)
-                .env("PORTCULLIS_REDIS_PREFIX", prefix);
-        }
-        Some(cmd.args(args).output().unwrap())
+        Some(self.state.command(cli_path()?).args(args).output().unwrap())
     }
 }
 
@@ -289,15 +291,11 @@ impl Server {
     /// `stdin` piped in.
     fn users(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
         use std::io::Write as _;
-        let mut cmd = clean_command(env!("CARGO_BIN_EXE_portcullis-demo"));
-        cmd.arg("users")
+        let mut child = self
+            .state
+            .command(env!("CARGO_BIN_EXE_portcullis-demo"))
+            .arg("users")
             .args(args)
-            .env("PORTCULLIS_DATABASE_URL", &self.state.database_url);
-        if let Some((url, prefix)) = &self.state.redis {
-            cmd.env("PORTCULLIS_REDIS_URL", url)
-                .env("PORTCULLIS_REDIS_PREFIX", prefix);
-        }
-        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -955,9 +953,9 @@ async fn captcha_over_https(state: &State, dir: &std::path::Path) {
     );
 
     // An unreadable CA file stops the server at start, naming the variable.
-    let out = clean_command(env!("CARGO_BIN_EXE_portcullis-demo"))
+    let out = state
+        .command(env!("CARGO_BIN_EXE_portcullis-demo"))
         .env("PORTCULLIS_DEMO_ADDR", free_port().to_string())
-        .env("PORTCULLIS_DATABASE_URL", &state.database_url)
         .envs(env.iter().copied())
         .env("PORTCULLIS_CAPTCHA_CA_FILE", dir.join("missing.pem"))
         .output()
