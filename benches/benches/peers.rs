@@ -1,7 +1,9 @@
 //! Each Portcullis layer against the crates users assemble by hand, in one
 //! run, every case an axum router called in-process with
 //! `tower::ServiceExt::oneshot` (request construction included), each group
-//! with its own baseline:
+//! with its own baseline. Every router, ours and the peers', is finalised
+//! with `.with_state(())` as `axum::serve` does: a bare `Router<()>` called
+//! with `oneshot` would re-apply its layers on every request.
 //!
 //! - `jwt`: a bare axum 0.8 router; `JwtLayer` (and its verified-token cache
 //!   hit); a handler calling `jsonwebtoken::decode` itself; axum-jwt-auth's
@@ -140,13 +142,15 @@ fn jwt(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let bearer = [("authorization", format!("Bearer {token}"))];
     let request = |i| get_request(i, &bearer);
 
-    let bare = Router::new().route("/orders", get(ok));
+    let bare = Router::new().route("/orders", get(ok)).with_state(());
     let ours = Router::new()
         .route("/orders", get(ok))
-        .layer(JwtLayer::new(verifier()));
+        .layer(JwtLayer::new(verifier()))
+        .with_state(());
     let ours_cached = Router::new()
         .route("/orders", get(ok))
-        .layer(JwtLayer::new(verifier()).with_token_cache(1024, Duration::from_secs(60)));
+        .layer(JwtLayer::new(verifier()).with_token_cache(1024, Duration::from_secs(60)))
+        .with_state(());
 
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
     validation.set_issuer(&[ISSUER]);
@@ -186,10 +190,13 @@ fn jwt(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
                 .build(),
         )
         .unwrap();
-    let bare07 = axum07::Router::new().route("/orders", axum07::routing::get(ok));
+    let bare07 = axum07::Router::new()
+        .route("/orders", axum07::routing::get(ok))
+        .with_state(());
     let authorizer07 = axum07::Router::new()
         .route("/orders", axum07::routing::get(ok))
-        .layer(jwt_authorizer::IntoLayer::into_layer(authorizer));
+        .layer(jwt_authorizer::IntoLayer::into_layer(authorizer))
+        .with_state(());
 
     let mut group = c.benchmark_group("peers/jwt_hs256");
     settings(&mut group);
@@ -264,14 +271,17 @@ fn jwt(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
 
 fn rate_limit(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let request = |i| get_request(i, &[]);
-    let bare = Router::new().route("/orders", get(ok));
+    let bare = Router::new().route("/orders", get(ok)).with_state(());
 
-    let ours = Router::new().route("/orders", get(ok)).layer(
-        LockoutLayer::new(MemoryAttemptStore::new(16))
-            .with_rate_limit(RateLimit::per_second(1_000_000).unwrap())
-            .with_ip_policy(None)
-            .unwrap(),
-    );
+    let ours = Router::new()
+        .route("/orders", get(ok))
+        .layer(
+            LockoutLayer::new(MemoryAttemptStore::new(16))
+                .with_rate_limit(RateLimit::per_second(1_000_000).unwrap())
+                .with_ip_policy(None)
+                .unwrap(),
+        )
+        .with_state(());
 
     let config = tower_governor::governor::GovernorConfigBuilder::default()
         .per_nanosecond(1)
@@ -281,7 +291,8 @@ fn rate_limit(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         .unwrap();
     let governor = Router::new()
         .route("/orders", get(ok))
-        .layer(tower_governor::GovernorLayer::new(config));
+        .layer(tower_governor::GovernorLayer::new(config))
+        .with_state(());
 
     let mut group = c.benchmark_group("peers/rate_limit");
     settings(&mut group);
@@ -338,14 +349,18 @@ fn csrf(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         ("cookie", format!("sid={SESSION}; __Host-csrf={ours_token}")),
         ("x-csrf-token", ours_token),
     ];
-    let ours = Router::new().route("/orders", post(ok)).layer(ours_layer);
+    let ours = Router::new()
+        .route("/orders", post(ok))
+        .layer(ours_layer)
+        .with_state(());
 
     // axum_csrf: a GET mints the cookie and the form token, the POST
     // handler verifies them (the crate's layer only reads the cookie).
     let config = axum_csrf::CsrfConfig::default().with_key(Some(axum_csrf::Key::generate()));
     let peer = Router::new()
         .route("/orders", post(axum_csrf_verify).get(axum_csrf_issue))
-        .layer(axum_csrf::CsrfLayer::new(config));
+        .layer(axum_csrf::CsrfLayer::new(config))
+        .with_state(());
     let minted = rt
         .block_on(peer.clone().oneshot(get_request(0, &[])))
         .unwrap();
@@ -362,11 +377,14 @@ fn csrf(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         ("x-csrf-token", authenticity),
     ];
 
-    let tower_http = Router::new().route("/orders", post(ok)).layer(
-        tower_http::csrf::CsrfLayer::new()
-            .add_trusted_origin(ORIGIN)
-            .unwrap(),
-    );
+    let tower_http = Router::new()
+        .route("/orders", post(ok))
+        .layer(
+            tower_http::csrf::CsrfLayer::new()
+                .add_trusted_origin(ORIGIN)
+                .unwrap(),
+        )
+        .with_state(());
 
     let mut group = c.benchmark_group("peers/csrf_post");
     settings(&mut group);
@@ -376,7 +394,7 @@ fn csrf(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         &mut group,
         rt,
         "bare",
-        &Router::new().route("/orders", post(ok)),
+        &Router::new().route("/orders", post(ok)).with_state(()),
         &ours_request,
         StatusCode::OK,
     );
@@ -470,9 +488,15 @@ fn api_key(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         digest,
     )])));
 
-    let bare = Router::new().route("/orders", get(ok));
-    let hit = Router::new().route("/orders", get(ok)).layer(hit_layer);
-    let miss = Router::new().route("/orders", get(ok)).layer(miss_layer);
+    let bare = Router::new().route("/orders", get(ok)).with_state(());
+    let hit = Router::new()
+        .route("/orders", get(ok))
+        .layer(hit_layer)
+        .with_state(());
+    let miss = Router::new()
+        .route("/orders", get(ok))
+        .layer(miss_layer)
+        .with_state(());
     let hand = Router::new()
         .route("/orders", get(bare_key_handler))
         .with_state(digests.clone());

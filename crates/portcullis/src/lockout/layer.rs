@@ -44,6 +44,9 @@ impl Delay {
 pub(crate) struct Config<St> {
     pub(crate) store: Arc<St>,
     pub(crate) block_list: BoxBlockListStore,
+    /// The same list when it is the in-memory default: the pre-check then
+    /// reads it without a future.
+    pub(crate) memory_block_list: Option<Arc<MemoryBlockList>>,
     pub(crate) account: AttemptPolicy,
     pub(crate) pair: Option<AttemptPolicy>,
     pub(crate) ip: Option<AttemptPolicy>,
@@ -63,6 +66,7 @@ impl<St> Clone for Config<St> {
         Self {
             store: Arc::clone(&self.store),
             block_list: self.block_list.clone(),
+            memory_block_list: self.memory_block_list.clone(),
             account: self.account.clone(),
             pair: self.pair.clone(),
             ip: self.ip.clone(),
@@ -76,6 +80,23 @@ impl<St> Clone for Config<St> {
             shadow: self.shadow,
             clock: Arc::clone(&self.clock),
         }
+    }
+}
+
+impl<St> Config<St> {
+    /// The in-memory block list when the whole pre-check is local and
+    /// needs nothing from the request body: no identifier source, no
+    /// per-address counter, no shared rate limit, no delay. The service
+    /// then runs it synchronously, before handing the request on.
+    pub(crate) fn local_precheck(&self) -> Option<&MemoryBlockList> {
+        if self.identifier.is_some()
+            || self.ip.is_some()
+            || self.shared_rate.is_some()
+            || self.delay.is_some()
+        {
+            return None;
+        }
+        self.memory_block_list.as_deref()
     }
 }
 
@@ -182,10 +203,12 @@ impl<St: AttemptStore> LockoutLayer<St> {
     /// Like [`new`](Self::new) with a store shared with other code.
     pub fn shared(store: Arc<St>) -> Self {
         let account = AttemptPolicy::default();
+        let block_list = Arc::new(MemoryBlockList::default());
         Self {
             config: Config {
                 store,
-                block_list: BoxBlockListStore::new(MemoryBlockList::default()),
+                block_list: BoxBlockListStore::new(Arc::clone(&block_list)),
+                memory_block_list: Some(block_list),
                 pair: Some(account.clone()),
                 account,
                 ip: Some(default_ip_policy()),
@@ -269,6 +292,7 @@ impl<St, R> LockoutLayer<St, R> {
     /// Uses `block_list` instead of the in-memory default.
     pub fn with_block_list(mut self, block_list: impl BlockListStore) -> Self {
         self.config.block_list = BoxBlockListStore::new(block_list);
+        self.config.memory_block_list = None;
         self
     }
 

@@ -26,7 +26,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use http::header::{ACCEPT, CONTENT_TYPE};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::Body;
 use portcullis_core::{
     Admission, AttemptCounts, AttemptKey, AttemptPolicy, AttemptStore, AuthOutcome,
@@ -39,6 +39,7 @@ use tower_service::Service;
 use super::extract::{self, ReadError};
 use super::key::canonical_identifier;
 use super::layer::Config;
+use super::{BlockEntry, MemoryBlockList};
 use crate::rejection::{RejectionBody, RespondToRejection};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -124,11 +125,51 @@ where
         // keep a fresh clone; see tower's "Be careful when cloning inner
         // services".
         let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = std::mem::replace(&mut self.inner, clone);
         let flow = Flow {
             config: Arc::clone(&self.config),
             respond: self.respond.clone(),
         };
+        if let Some(block_list) = self.config.local_precheck() {
+            // Nothing to read from the body, nothing to await before the
+            // inner service: the block list and the in-process rate limit
+            // are checked here, and the future only awaits the response.
+            let mut request = request;
+            let now = self.config.clock.now();
+            let ip = extract::client_ip(&request);
+            let (verdict, noted) = flow.local_checks(now, ip, block_list);
+            let (events, failed_open) = noted.map_or((Vec::new(), false), |mut ctx| {
+                (std::mem::take(&mut ctx.events), ctx.failed_open)
+            });
+            if let Verdict::Reject(rejection) = verdict {
+                let response = respond_with(&flow.respond, request.headers(), rejection, events);
+                return ResponseFuture {
+                    inner: Box::pin(std::future::ready(Ok(response))),
+                };
+            }
+            request.extensions_mut().insert(AttemptCounts::default());
+            let headers = FormatHeaders::of(request.headers());
+            let future = inner.call(request);
+            // Only what the response may need is kept: nothing was
+            // reserved or counted, so the context is rebuilt in the (rare,
+            // boxed) case that the response names an account.
+            return ResponseFuture {
+                inner: Box::pin(async move {
+                    let response = future.await?;
+                    if events.is_empty()
+                        && AuthOutcome::of(&response)
+                            .and_then(AuthOutcome::identifier)
+                            .is_none()
+                    {
+                        return Ok(response);
+                    }
+                    let mut ctx = flow.context(now, ip, None);
+                    ctx.events = events;
+                    ctx.failed_open = failed_open;
+                    Ok(Box::pin(flow.after(ctx, &headers, false, response)).await)
+                }),
+            };
+        }
         ResponseFuture {
             inner: Box::pin(flow.run(inner, request)),
         }
@@ -137,12 +178,28 @@ where
 
 /// Reservations to release if the request is dropped before it reports.
 struct Reservations<St: AttemptStore> {
-    store: Arc<St>,
-    clock: SharedClock,
     keys: Vec<AttemptKey>,
+    /// Where to release them: set with the first reservation, so that a
+    /// request that reserves nothing clones nothing.
+    store: Option<(Arc<St>, SharedClock)>,
 }
 
 impl<St: AttemptStore> Reservations<St> {
+    fn new() -> Self {
+        Self {
+            keys: Vec::new(),
+            store: None,
+        }
+    }
+
+    /// Notes a reservation made on `config`'s store.
+    fn push(&mut self, key: AttemptKey, config: &Config<St>) {
+        if self.store.is_none() {
+            self.store = Some((Arc::clone(&config.store), Arc::clone(&config.clock)));
+        }
+        self.keys.push(key);
+    }
+
     /// Hands the keys over: the caller settles them.
     fn take(&mut self) -> Vec<AttemptKey> {
         std::mem::take(&mut self.keys)
@@ -157,12 +214,14 @@ impl<St: AttemptStore> Drop for Reservations<St> {
         if self.keys.is_empty() {
             return;
         }
+        let Some((store, clock)) = self.store.take() else {
+            return;
+        };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let keys = std::mem::take(&mut self.keys);
-        let store = Arc::clone(&self.store);
-        let now = self.clock.now();
+        let now = clock.now();
         runtime.spawn(async move {
             for key in keys {
                 let _ = store.release(&key, now).await;
@@ -223,28 +282,28 @@ struct Request2<St: AttemptStore> {
 /// What the responder looks at to pick a format (`content-type` for gRPC,
 /// `accept` for problem details), kept without allocating so that a
 /// response built after the request was handed on looks exactly like one
-/// built before.
-struct FormatHeaders([Option<(HeaderName, HeaderValue)>; 4]);
+/// built before: the first `content-type` value, then up to three
+/// `accept` values.
+struct FormatHeaders([Option<HeaderValue>; 4]);
 
 impl FormatHeaders {
     fn of(headers: &HeaderMap) -> Self {
-        let mut kept: [Option<(HeaderName, HeaderValue)>; 4] = Default::default();
-        let values = headers
-            .get_all(CONTENT_TYPE)
-            .iter()
-            .take(1)
-            .map(|v| (CONTENT_TYPE, v))
-            .chain(headers.get_all(ACCEPT).iter().take(3).map(|v| (ACCEPT, v)));
-        for (slot, (name, value)) in kept.iter_mut().zip(values) {
-            *slot = Some((name, value.clone()));
+        let mut kept: [Option<HeaderValue>; 4] = Default::default();
+        kept[0] = headers.get(CONTENT_TYPE).cloned();
+        for (slot, value) in kept[1..].iter_mut().zip(headers.get_all(ACCEPT)) {
+            *slot = Some(value.clone());
         }
         Self(kept)
     }
 
     fn to_map(&self) -> HeaderMap {
         let mut map = HeaderMap::new();
-        for (name, value) in self.0.iter().flatten() {
-            map.append(name.clone(), value.clone());
+        let [content_type, accept @ ..] = &self.0;
+        if let Some(value) = content_type {
+            map.append(CONTENT_TYPE, value.clone());
+        }
+        for value in accept.iter().flatten() {
+            map.append(ACCEPT, value.clone());
         }
         map
     }
@@ -380,44 +439,124 @@ impl<St: AttemptStore, R> Flow<St, R> {
         }
     }
 
+    /// The per-request state of a request from `ip` (the counters' keys
+    /// follow from the address and the `identifier`).
+    fn context(
+        &self,
+        now: SystemTime,
+        ip: Option<IpAddr>,
+        identifier: Option<Arc<str>>,
+    ) -> Request2<St> {
+        let config = &self.config;
+        let grouped = ip.map(|ip| config.grouping.key(ip));
+        Request2 {
+            now,
+            ip,
+            account: identifier.clone().map(AttemptKey::Account),
+            pair: identifier
+                .clone()
+                .zip(grouped)
+                .filter(|_| config.pair.is_some())
+                .map(|(id, ip)| AttemptKey::AccountIp(id, ip)),
+            ip_key: grouped.filter(|_| config.ip.is_some()).map(AttemptKey::Ip),
+            identifier,
+            reservations: Reservations::new(),
+            events: Vec::new(),
+            captcha_unlock: None,
+            failed_open: false,
+        }
+    }
+
+    /// The block-list entry found for the address (step 2).
+    fn blocked(
+        &self,
+        ip: IpAddr,
+        found: Result<Option<BlockEntry>, StoreError>,
+        ctx: &mut Request2<St>,
+    ) -> Verdict {
+        match found {
+            Ok(Some(entry)) => {
+                let mut event = self
+                    .event(EventKind::IpBlocked, Some(ip), None)
+                    .with_reason(FailureReason::IpBlocked)
+                    .with_detail("request from a blocked address refused");
+                if let Some(until) = entry.until {
+                    event = event.with_until(until);
+                }
+                ctx.events.push(event);
+                let rejection = Rejection::new(FailureReason::IpBlocked)
+                    .with_detail("address on the block list");
+                self.reject_or_shadow(rejection, ctx)
+            }
+            Ok(None) => Verdict::Continue,
+            Err(err) => self.store_error(err, ctx),
+        }
+    }
+
+    /// The in-process rate limit (step 3).
+    fn rate_limited(&self, ip: IpAddr, ctx: &mut Request2<St>) -> Verdict {
+        match self.rate_check(ip, ctx.now) {
+            Ok(()) => Verdict::Continue,
+            Err(wait) => self.rate_rejection(wait, ctx),
+        }
+    }
+
+    /// `Err(wait)` when the address is over the in-process rate limit.
+    fn rate_check(&self, ip: IpAddr, now: SystemTime) -> Result<(), Duration> {
+        let config = &self.config;
+        match &config.rate {
+            Some(rate) => rate.check(config.grouping.key(ip), now),
+            None => Ok(()),
+        }
+    }
+
+    fn rate_rejection(&self, wait: Duration, ctx: &mut Request2<St>) -> Verdict {
+        let rejection = Rejection::new(FailureReason::RateLimited)
+            .with_retry_after(wait.max(Duration::from_secs(1)))
+            .with_detail("per-address rate limit");
+        self.reject_or_shadow(rejection, ctx)
+    }
+
+    /// Steps 2 and 3 with the in-memory block list, without awaiting: the
+    /// whole pre-check of a [`Config::local_precheck`] configuration. The
+    /// context is built only when there is something to note (a block-list
+    /// entry, a rate refusal, in shadow mode their events).
+    fn local_checks(
+        &self,
+        now: SystemTime,
+        ip: Option<IpAddr>,
+        block_list: &MemoryBlockList,
+    ) -> (Verdict, Option<Request2<St>>) {
+        let Some(ip) = ip else {
+            return (Verdict::Continue, None);
+        };
+        let mut ctx = None;
+        if let Some(entry) = block_list.find_now(ip, now) {
+            let noted = ctx.insert(self.context(now, Some(ip), None));
+            if let Verdict::Reject(r) = self.blocked(ip, Ok(Some(entry)), noted) {
+                return (Verdict::Reject(r), ctx);
+            }
+        }
+        if let Err(wait) = self.rate_check(ip, now) {
+            let noted = ctx.get_or_insert_with(|| self.context(now, Some(ip), None));
+            let verdict = self.rate_rejection(wait, noted);
+            return (verdict, ctx);
+        }
+        (Verdict::Continue, ctx)
+    }
+
     /// Steps 2, 3 and 5 of the module docs.
     async fn precheck(&self, ctx: &mut Request2<St>, counts: &mut AttemptCounts) -> Verdict {
         let config = &self.config;
         let now = ctx.now;
 
         if let Some(ip) = ctx.ip {
-            match config.block_list.find(ip, now).await {
-                Ok(Some(entry)) => {
-                    let mut event = self
-                        .event(EventKind::IpBlocked, Some(ip), None)
-                        .with_reason(FailureReason::IpBlocked)
-                        .with_detail("request from a blocked address refused");
-                    if let Some(until) = entry.until {
-                        event = event.with_until(until);
-                    }
-                    ctx.events.push(event);
-                    let rejection = Rejection::new(FailureReason::IpBlocked)
-                        .with_detail("address on the block list");
-                    if let Verdict::Reject(r) = self.reject_or_shadow(rejection, ctx) {
-                        return Verdict::Reject(r);
-                    }
-                }
-                Ok(None) => {}
-                Err(err) => {
-                    if let Verdict::Reject(r) = self.store_error(err, ctx) {
-                        return Verdict::Reject(r);
-                    }
-                }
+            let found = config.block_list.find(ip, now).await;
+            if let Verdict::Reject(r) = self.blocked(ip, found, ctx) {
+                return Verdict::Reject(r);
             }
-            if let Some(rate) = &config.rate
-                && let Err(wait) = rate.check(config.grouping.key(ip), now)
-            {
-                let rejection = Rejection::new(FailureReason::RateLimited)
-                    .with_retry_after(wait.max(Duration::from_secs(1)))
-                    .with_detail("per-address rate limit");
-                if let Verdict::Reject(r) = self.reject_or_shadow(rejection, ctx) {
-                    return Verdict::Reject(r);
-                }
+            if let Verdict::Reject(r) = self.rate_limited(ip, ctx) {
+                return Verdict::Reject(r);
             }
             if let Some((quota, store)) = &config.shared_rate {
                 let key = format!("ip:{}", config.grouping.key(ip));
@@ -465,7 +604,7 @@ impl<St: AttemptStore, R> Flow<St, R> {
                     failures,
                     consecutive,
                 }) => {
-                    ctx.reservations.keys.push(key);
+                    ctx.reservations.push(key, config);
                     counts.account = Some(failures.max(consecutive));
                 }
                 Ok(Admission::Locked(lock @ Lock::Until(_))) if config.captcha_unlock => {
@@ -499,7 +638,7 @@ impl<St: AttemptStore, R> Flow<St, R> {
         if let (Some(key), Some(policy)) = (ctx.pair.clone(), &config.pair) {
             match config.store.begin(&key, policy, true, now).await {
                 Ok(Admission::Admitted { failures, .. }) => {
-                    ctx.reservations.keys.push(key);
+                    ctx.reservations.push(key, config);
                     counts.account = Some(counts.account.unwrap_or(0).max(failures));
                 }
                 Ok(Admission::Locked(lock)) => {
@@ -760,27 +899,7 @@ impl<St: AttemptStore, R> Flow<St, R> {
             }
         };
 
-        let grouped = ip.map(|ip| config.grouping.key(ip));
-        let mut ctx = Request2 {
-            now,
-            ip,
-            account: identifier.clone().map(AttemptKey::Account),
-            pair: identifier
-                .clone()
-                .zip(grouped)
-                .filter(|_| config.pair.is_some())
-                .map(|(id, ip)| AttemptKey::AccountIp(id, ip)),
-            ip_key: grouped.filter(|_| config.ip.is_some()).map(AttemptKey::Ip),
-            identifier,
-            reservations: Reservations {
-                store: Arc::clone(&config.store),
-                clock: Arc::clone(&config.clock),
-                keys: Vec::with_capacity(2),
-            },
-            events: Vec::new(),
-            captcha_unlock: None,
-            failed_open: false,
-        };
+        let mut ctx = self.context(now, ip, identifier);
 
         let mut counts = AttemptCounts::default();
         if let Verdict::Reject(rejection) = self.precheck(&mut ctx, &mut counts).await {
@@ -809,13 +928,30 @@ impl<St: AttemptStore, R> Flow<St, R> {
 
         let tracked = ctx.account.is_some() || ctx.ip_key.is_some() || ctx.captcha_unlock.is_some();
         let headers = FormatHeaders::of(request.headers());
-        let mut response = inner.call(request).await?;
+        let response = inner.call(request).await?;
+        Ok(self.after(ctx, &headers, tracked, response).await)
+    }
+
+    /// Step 7 and the response: settles what the response reports (when
+    /// anything was tracked or it names an account) and attaches the
+    /// events.
+    async fn after<B>(
+        self,
+        mut ctx: Request2<St>,
+        headers: &FormatHeaders,
+        tracked: bool,
+        response: Response<B>,
+    ) -> Response<B>
+    where
+        R: RespondToRejection<B>,
+    {
+        let config = Arc::clone(&self.config);
         if !tracked
             && AuthOutcome::of(&response)
                 .and_then(AuthOutcome::identifier)
                 .is_none()
         {
-            return Ok(attach(response, ctx.events));
+            return attach(response, ctx.events);
         }
 
         // Read what the response says before awaiting: the body type need
@@ -830,12 +966,7 @@ impl<St: AttemptStore, R> Flow<St, R> {
                 // locked: answer exactly what the pre-check would have.
                 let rejection = lock_rejection(lock, &policy, config.clock.now(), account.as_ref());
                 let events = std::mem::take(&mut ctx.events);
-                return Ok(respond_with(
-                    &self.respond,
-                    &headers.to_map(),
-                    rejection,
-                    events,
-                ));
+                return respond_with(&self.respond, &headers.to_map(), rejection, events);
             }
             Ok(Some(_)) => {}
             Err(err) if config.fail_open => {
@@ -848,16 +979,10 @@ impl<St: AttemptStore, R> Flow<St, R> {
                 // The outcome could not be counted: do not hand the attacker
                 // an answer that was not counted.
                 let events = std::mem::take(&mut ctx.events);
-                return Ok(respond_with(
-                    &self.respond,
-                    &headers.to_map(),
-                    unavailable(err),
-                    events,
-                ));
+                return respond_with(&self.respond, &headers.to_map(), unavailable(err), events);
             }
         }
-        response = attach(response, ctx.events);
-        Ok(response)
+        attach(response, ctx.events)
     }
 }
 
