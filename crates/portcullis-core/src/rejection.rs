@@ -579,6 +579,11 @@ impl Rejection {
 /// Appends `s` as the inside of an RFC 7230 quoted-string, dropping
 /// characters a header value cannot carry.
 fn push_quoted(out: &mut String, s: &str) {
+    // Usual case (realms, error codes, descriptions): nothing to escape.
+    if s.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' | '\\' => {

@@ -188,21 +188,46 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 pub fn http_response<B: RejectionBody>(rejection: &Rejection, problem: bool) -> Response<B> {
     let reason = rejection.reason();
     let status = rejection.status();
-    let body = if problem {
-        serde_json::json!({
-            "type": "about:blank",
-            "title": status.canonical_reason().unwrap_or("Error"),
-            "status": status.as_u16(),
-            "detail": reason.description(),
-            "error": reason.as_str(),
-        })
+    // Serialised straight from borrowed fields (no `Value` tree): the keys
+    // in the order a `serde_json::Map` writes them.
+    #[derive(serde::Serialize)]
+    struct Problem<'a> {
+        detail: &'a str,
+        error: &'a str,
+        status: u16,
+        title: &'a str,
+        #[serde(rename = "type")]
+        kind: &'a str,
+    }
+    #[derive(serde::Serialize)]
+    struct Json<'a> {
+        error: &'a str,
+        error_description: &'a str,
+    }
+    let mut body = Vec::with_capacity(128);
+    let written = if problem {
+        serde_json::to_writer(
+            &mut body,
+            &Problem {
+                detail: reason.description(),
+                error: reason.as_str(),
+                status: status.as_u16(),
+                title: status.canonical_reason().unwrap_or("Error"),
+                kind: "about:blank",
+            },
+        )
     } else {
-        serde_json::json!({
-            "error": reason.as_str(),
-            "error_description": reason.description(),
-        })
+        serde_json::to_writer(
+            &mut body,
+            &Json {
+                error: reason.as_str(),
+                error_description: reason.description(),
+            },
+        )
     };
-    let mut response = Response::new(B::from_bytes(Bytes::from(body.to_string())));
+    // Writing borrowed strings into a Vec cannot fail.
+    debug_assert!(written.is_ok());
+    let mut response = Response::new(B::from_bytes(Bytes::from(body)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
