@@ -483,6 +483,34 @@ async fn reported_events_go_through_the_same_pipeline() {
 }
 
 #[tokio::test]
+async fn generated_trace_ids_are_a_fixed_prefix_and_a_counter_in_hex() {
+    let sink = MemoryAuditSink::new(100);
+    let auditor = auditor_with(&sink);
+    for _ in 0..3 {
+        auditor.report(&SecurityEvent::new(EventKind::AccountUnlocked));
+    }
+    auditor.flush().await;
+    let ids: Vec<String> = sink
+        .records()
+        .iter()
+        .map(|r| r.trace_id.to_string())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    for id in &ids {
+        assert_eq!(id.len(), 32);
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+            "{id}"
+        );
+        assert_eq!(id[..16], ids[0][..16]);
+    }
+    let counter = |id: &str| u64::from_str_radix(&id[16..], 16).unwrap();
+    assert_eq!(counter(&ids[1]), counter(&ids[0]) + 1);
+    assert_eq!(counter(&ids[2]), counter(&ids[0]) + 2);
+}
+
+#[tokio::test]
 async fn json_lines_sink_writes_one_parsable_line_per_record() {
     #[derive(Clone, Default)]
     struct Shared(Arc<Mutex<Vec<u8>>>);
