@@ -14,173 +14,35 @@
 //! The request is an authenticated GET (bearer token, no cookie: the CSRF
 //! layers let it through after their checks). Both stacks share one
 //! Prometheus recorder and one JSON `tracing` subscriber writing to
-//! `io::sink()`; Portcullis's audit entries are formatted by its consumer
-//! task on a worker thread.
+//! `io::sink()`. Portcullis's audit records are JSON lines (`JsonLinesSink`
+//! to `io::sink()`, the demo's sink) formatted by its consumer task on a
+//! worker thread; `portcullis_tracing_sink` sends them through the
+//! `tracing` subscriber instead.
+//!
+//! The stacks live in `support/stacks.rs` (shared with the callgrind
+//! driver `examples/pipeline_profile.rs`): each is one `tower::ServiceBuilder`
+//! on a router finalised with `with_state(())`, as `axum::serve` runs it;
+//! `portcullis_one_router_layer_each` shows the price of adding each layer
+//! with its own `Router::layer` instead.
 //!
 //! Results and ratios: `docs/benchmarks.md`.
 #![allow(clippy::unwrap_used)] // benchmark setup: a failure is a broken benchmark
 
-use std::collections::HashMap;
 use std::hint::black_box;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{ConnectInfo, FromRef, Request};
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
-use portcullis::audit::{AuditLayer, Auditor, TracingSink};
-use portcullis::authorize::RequireLayer;
-use portcullis::core::{MemoryAttemptStore, PeerAddr};
-use portcullis::csrf::{CsrfLayer, CsrfSecret, SessionCookie};
-use portcullis::jwt::JwtLayer;
-use portcullis::lockout::{LockoutLayer, RateLimit};
+use portcullis::audit::{Auditor, JsonLinesSink, TracingSink};
 use tower::ServiceExt as _;
 
 #[path = "support/fixture.rs"]
 mod fixture;
-use fixture::{AUDIENCE, Claims, ISSUER, ORIGIN, SECRET, address, token, verifier};
-
-fn request(i: u32, bearer: &str) -> Request {
-    let mut request = Request::get("/orders")
-        .header("authorization", bearer)
-        .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64)")
-        .body(Body::empty())
-        .unwrap();
-    let peer = address(i);
-    request.extensions_mut().insert(PeerAddr(peer));
-    request.extensions_mut().insert(ConnectInfo(peer));
-    request
-}
-
-async fn ok() -> &'static str {
-    "ok"
-}
-
-fn portcullis_stack(auditor: Auditor, cached: bool) -> Router {
-    let mut jwt = JwtLayer::new(verifier());
-    if cached {
-        jwt = jwt.with_token_cache(1024, Duration::from_secs(60));
-    }
-    let csrf = CsrfLayer::builder(
-        CsrfSecret::new(b"bench-csrf-secret-0123456789-abcdefghij".as_slice()).unwrap(),
-    )
-    .trusted_origin(ORIGIN)
-    .session(SessionCookie::new("sid"))
-    .exempt_requests_without_ambient_credentials(["sid"])
-    .build()
-    .unwrap();
-    let lockout = LockoutLayer::new(MemoryAttemptStore::new(100_000))
-        .with_rate_limit(RateLimit::per_second(1_000_000).unwrap());
-    Router::new()
-        .route("/orders", get(ok))
-        .layer(RequireLayer::scopes(["orders:read"]))
-        .layer(jwt)
-        .layer(csrf)
-        .layer(lockout)
-        .layer(AuditLayer::new(auditor))
-}
-
-// --- The hand-assembled peer stack -------------------------------------------
-
-#[derive(Clone, FromRef)]
-struct PeerState {
-    decoder: axum_jwt_auth::Decoder<Claims>,
-}
-
-async fn peer_handler(claims: axum_jwt_auth::Claims<Claims>) -> Response {
-    if claims.claims.scope.split(' ').any(|s| s == "orders:read") {
-        "ok".into_response()
-    } else {
-        StatusCode::FORBIDDEN.into_response()
-    }
-}
-
-/// Metrics and an audit record, as a `tracing`-based setup writes them.
-async fn observe(request: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    let response = next.run(request).await;
-    let status = response.status().as_u16();
-    metrics::counter!("http_requests_total", "status" => status.to_string()).increment(1);
-    metrics::histogram!("http_request_duration_seconds").record(start.elapsed().as_secs_f64());
-    tracing::info!(
-        target: "audit",
-        method = %method,
-        path = %path,
-        status,
-        peer = ?peer,
-        "request"
-    );
-    response
-}
-
-/// Locked addresses (a failure counter elsewhere would fill it).
-type Locked = Arc<Mutex<HashMap<IpAddr, Instant>>>;
-
-async fn lockout_check(locked: Locked, request: Request, next: Next) -> Response {
-    let ip = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    if let Some(ip) = ip {
-        let until = locked.lock().unwrap().get(&ip).copied();
-        if until.is_some_and(|until| until > Instant::now()) {
-            return StatusCode::TOO_MANY_REQUESTS.into_response();
-        }
-    }
-    next.run(request).await
-}
-
-fn peer_stack() -> Router {
-    let mut validation = jsonwebtoken10::Validation::new(jsonwebtoken10::Algorithm::HS256);
-    validation.set_issuer(&[ISSUER]);
-    validation.set_audience(&[AUDIENCE]);
-    let decoder = axum_jwt_auth::LocalDecoder::builder()
-        .keys(vec![jsonwebtoken10::DecodingKey::from_secret(
-            SECRET.as_bytes(),
-        )])
-        .validation(validation)
-        .build()
-        .unwrap();
-    let governor = tower_governor::governor::GovernorConfigBuilder::default()
-        .per_nanosecond(1)
-        .burst_size(1_000_000)
-        .key_extractor(tower_governor::key_extractor::PeerIpKeyExtractor)
-        .finish()
-        .unwrap();
-    let locked: Locked = Arc::new(Mutex::new(HashMap::new()));
-    // One locked address that the benchmark never uses, so the map is not empty.
-    locked.lock().unwrap().insert(
-        IpAddr::from([203, 0, 113, 9]),
-        Instant::now() + Duration::from_secs(900),
-    );
-    Router::new()
-        .route("/orders", get(peer_handler))
-        .with_state(PeerState {
-            decoder: Arc::new(decoder),
-        })
-        .layer(
-            tower_http::csrf::CsrfLayer::new()
-                .add_trusted_origin(ORIGIN)
-                .unwrap(),
-        )
-        .layer(middleware::from_fn(move |request, next| {
-            lockout_check(Arc::clone(&locked), request, next)
-        }))
-        .layer(tower_governor::GovernorLayer::new(governor))
-        .layer(middleware::from_fn(observe))
-}
+#[path = "support/stacks.rs"]
+mod stacks;
+use fixture::token;
+use stacks::{bare, peer_stack, portcullis_stack, request};
 
 fn bench(
     group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>,
@@ -216,16 +78,25 @@ fn pipeline(c: &mut Criterion) {
         .finish();
     tracing::subscriber::set_global_default(subscriber).unwrap();
     let _prometheus = portcullis::audit::prometheus::install().unwrap();
+    // Our audit records as JSON lines (the demo's sink); the peer stack's
+    // as `tracing` JSON events. A row with our `TracingSink` too.
     let auditor = Auditor::builder()
+        .sink(JsonLinesSink::new(std::io::sink()))
+        .capacity(100_000)
+        .build()
+        .unwrap();
+    let tracing_auditor = Auditor::builder()
         .sink(TracingSink::new())
         .capacity(100_000)
         .build()
         .unwrap();
 
     let bearer = format!("Bearer {}", token());
-    let bare = Router::new().route("/orders", get(ok));
-    let ours = portcullis_stack(auditor.clone(), false);
-    let ours_cached = portcullis_stack(auditor.clone(), true);
+    let bare = bare();
+    let ours = portcullis_stack(auditor.clone(), false, false);
+    let ours_cached = portcullis_stack(auditor.clone(), true, false);
+    let ours_router_layers = portcullis_stack(auditor.clone(), false, true);
+    let ours_tracing = portcullis_stack(tracing_auditor.clone(), false, false);
     let peers = peer_stack();
 
     let mut group = c.benchmark_group("pipeline");
@@ -242,9 +113,24 @@ fn pipeline(c: &mut Criterion) {
         &ours_cached,
         &bearer,
     );
+    bench(
+        &mut group,
+        &rt,
+        "portcullis_one_router_layer_each",
+        &ours_router_layers,
+        &bearer,
+    );
+    bench(
+        &mut group,
+        &rt,
+        "portcullis_tracing_sink",
+        &ours_tracing,
+        &bearer,
+    );
     bench(&mut group, &rt, "peer_stack", &peers, &bearer);
     group.finish();
     rt.block_on(auditor.flush());
+    rt.block_on(tracing_auditor.flush());
 }
 
 criterion_group!(benches, pipeline);

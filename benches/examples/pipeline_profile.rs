@@ -7,25 +7,26 @@
 //! ```sh
 //! CARGO_PROFILE_BENCH_DEBUG=line-tables-only cargo build --profile bench \
 //!     -p portcullis-benches --example pipeline_profile
-//! valgrind --tool=callgrind --toggle-collect=*drive* \
+//! valgrind --tool=callgrind --toggle-collect=pipeline_profile::drive \
 //!     target/release/examples/pipeline_profile portcullis 20000
 //! ```
 //!
-//! Stacks: `bare`, `portcullis`, `cached`, and one layer at a time over
-//! the bare router: `jwt`, `lockout`, `csrf`, `audit`, `require`.
+//! Stacks (`support/stacks.rs`, as the pipeline bench builds them): `bare`,
+//! `portcullis`, `cached` (token-cache hit), `router_layers` (each layer
+//! its own `Router::layer`), `peer` (the hand-assembled peer stack), and one
+//! layer at a time over the bare router: `jwt`, `lockout`, `csrf`, `audit`,
+//! `require`. Audit records go to a `JsonLinesSink`, as in the bench, or
+//! with `SINK=tracing` through a `TracingSink` to the JSON subscriber; both
+//! write to `io::sink()`.
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a profiling driver
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{ConnectInfo, Request};
 use axum::http::StatusCode;
-use axum::routing::get;
-use portcullis::audit::{AuditLayer, Auditor, TracingSink};
+use portcullis::audit::{AuditLayer, Auditor, JsonLinesSink, TracingSink};
 use portcullis::authorize::RequireLayer;
-use portcullis::core::{MemoryAttemptStore, PeerAddr};
+use portcullis::core::MemoryAttemptStore;
 use portcullis::csrf::{CsrfLayer, CsrfSecret, SessionCookie};
 use portcullis::jwt::JwtLayer;
 use portcullis::lockout::{LockoutLayer, RateLimit};
@@ -34,23 +35,10 @@ use tower::ServiceExt as _;
 #[path = "../benches/support/fixture.rs"]
 #[allow(dead_code)]
 mod fixture;
-use fixture::{ORIGIN, address, token, verifier};
-
-fn request(i: u32, bearer: &str) -> Request {
-    let mut request = Request::get("/orders")
-        .header("authorization", bearer)
-        .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64)")
-        .body(Body::empty())
-        .unwrap();
-    let peer = address(i);
-    request.extensions_mut().insert(PeerAddr(peer));
-    request.extensions_mut().insert(ConnectInfo(peer));
-    request
-}
-
-async fn ok() -> &'static str {
-    "ok"
-}
+#[path = "../benches/support/stacks.rs"]
+mod stacks;
+use fixture::{ORIGIN, token, verifier};
+use stacks::{bare, peer_stack, portcullis_stack, request};
 
 fn csrf() -> CsrfLayer {
     CsrfLayer::builder(
@@ -63,35 +51,35 @@ fn csrf() -> CsrfLayer {
     .unwrap()
 }
 
-fn lockout() -> LockoutLayer<MemoryAttemptStore> {
-    LockoutLayer::new(MemoryAttemptStore::new(100_000))
-        .with_rate_limit(RateLimit::per_second(1_000_000).unwrap())
-}
-
-fn router(stack: &str, auditor: &Auditor) -> Router {
-    let base = Router::new().route("/orders", get(ok));
+/// One layer alone over the bare route.
+fn single(stack: &str, auditor: &Auditor) -> Router {
+    let base = bare();
     match stack {
-        "bare" => base,
         "jwt" => base.layer(JwtLayer::new(verifier())),
-        "lockout" => base.layer(lockout()),
+        "lockout" => base.layer(
+            LockoutLayer::new(MemoryAttemptStore::new(100_000))
+                .with_rate_limit(RateLimit::per_second(1_000_000).unwrap()),
+        ),
         "csrf" => base.layer(csrf()),
         "audit" => base.layer(AuditLayer::new(auditor.clone())),
         // Without a principal the check refuses: give it the JWT layer's.
-        "require" => base
-            .layer(RequireLayer::scopes(["orders:read"]))
-            .layer(JwtLayer::new(verifier())),
-        "portcullis" | "cached" => {
-            let mut jwt = JwtLayer::new(verifier());
-            if stack == "cached" {
-                jwt = jwt.with_token_cache(1024, Duration::from_secs(60));
-            }
-            base.layer(RequireLayer::scopes(["orders:read"]))
-                .layer(jwt)
-                .layer(csrf())
-                .layer(lockout())
-                .layer(AuditLayer::new(auditor.clone()))
-        }
+        "require" => base.layer(
+            tower::ServiceBuilder::new()
+                .layer(JwtLayer::new(verifier()))
+                .layer(RequireLayer::scopes(["orders:read"])),
+        ),
         other => panic!("unknown stack {other}"),
+    }
+}
+
+fn router(stack: &str, auditor: &Auditor) -> Router {
+    match stack {
+        "bare" => bare(),
+        "portcullis" => portcullis_stack(auditor.clone(), false, false),
+        "cached" => portcullis_stack(auditor.clone(), true, false),
+        "router_layers" => portcullis_stack(auditor.clone(), false, true),
+        "peer" => peer_stack(),
+        other => single(other, auditor),
     }
 }
 
@@ -126,15 +114,15 @@ fn main() {
         .finish();
     tracing::subscriber::set_global_default(subscriber).unwrap();
     let _prometheus = portcullis::audit::prometheus::install().unwrap();
-    let auditor = Auditor::builder()
-        .sink(TracingSink::new())
-        .capacity(100_000)
-        .build()
-        .unwrap();
+    let builder = Auditor::builder().capacity(100_000);
+    let builder = if std::env::var("SINK").is_ok_and(|s| s == "tracing") {
+        builder.sink(TracingSink::new())
+    } else {
+        builder.sink(JsonLinesSink::new(std::io::sink()))
+    };
+    let auditor = builder.build().unwrap();
     let bearer = format!("Bearer {}", token());
-    // `with_state` builds every route once, as `axum::serve` does; a
-    // `Router<()>` called directly would re-apply its layers per request.
-    let router = router(&stack, &auditor).with_state(());
+    let router = router(&stack, &auditor);
     // Warm up (caches, lazily built state) outside the collected function.
     for i in 0..1_000 {
         let response = rt
