@@ -580,7 +580,9 @@ impl Rejection {
 /// characters a header value cannot carry.
 fn push_quoted(out: &mut String, s: &str) {
     // Usual case (realms, error codes, descriptions): nothing to escape.
-    if s.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
+    if s.bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    {
         out.push_str(s);
         return;
     }
