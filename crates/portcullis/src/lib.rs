@@ -49,7 +49,11 @@
 //! Outermost first, as `ServiceBuilder` reads: audit → client IP → block
 //! list / rate limit → lockout → CAPTCHA → CSRF → authenticate (`JwtLayer`)
 //! → authorize (`RequireLayer`) → handler. With axum's `Router::layer`, the
-//! last layer added is the outermost. `CircuitBreakerLayer` is not in this
+//! last layer added is the outermost. Prefer one `Router::layer` holding a
+//! `tower::ServiceBuilder` of the whole chain to one `Router::layer` per
+//! layer: axum boxes each of those levels and clones every box per request
+//! (about 10 % of the full pipeline's cost, `docs/benchmarks.md`).
+//! `CircuitBreakerLayer` is not in this
 //! chain: it wraps the dependencies (the JWKS client, an introspection or
 //! siteverify client).
 //!
