@@ -14,10 +14,11 @@
 //! - `reset-password`: at once. The old password stops working, every
 //!   token is revoked; the new password is read from stdin or generated and
 //!   printed once.
-//! - `revoke` (a scope): at once for every token and API key of the user
-//!   (the server narrows each request's scopes to the account's).
-//! - `grant` (a scope): at the next login. Existing access tokens, refreshed
-//!   sessions and API keys keep the scopes they were issued with.
+//! - `grant` and `revoke` (scopes): at once for the user's sessions (the
+//!   server reads the account's scopes on every request; new tokens carry
+//!   them in `scope`). An API key keeps the scopes it was created with,
+//!   narrowed to its owner's current ones: a revoke applies to it at once,
+//!   a grant never widens it (create a new key).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -233,7 +234,7 @@ pub async fn run(
                 )));
             }
             apply(&pool, &user, &Change::Scopes(next)).await?;
-            "granted: in tokens from the next login on (existing tokens and API keys keep theirs)"
+            "granted: for the user's sessions at once (API keys keep the scopes they were created with)"
                 .to_owned()
         }
         Action::Revoke(scopes) => {
@@ -245,7 +246,7 @@ pub async fn run(
                 .cloned()
                 .collect();
             apply(&pool, &user, &Change::Scopes(next)).await?;
-            "revoked: refused at once for every token and API key of the account".to_owned()
+            "revoked: refused at once for every session and API key of the account".to_owned()
         }
     };
     let user = users::by_id(&pool, &user.id)

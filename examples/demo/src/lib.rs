@@ -1031,10 +1031,11 @@ fn method_of(principal: &Principal) -> AuthMethod {
 }
 
 /// Checks the account behind an authenticated request: disabled → 401
-/// `user_disabled`, gone → 401 `user_not_found`; otherwise the principal's
-/// scopes are narrowed to the account's current ones, so a scope an
-/// operator revoked stops working at once for its tokens and API keys
-/// (a granted one needs a new login: tokens carry their scopes).
+/// `user_disabled`, gone → 401 `user_not_found`. Otherwise a user's
+/// session gets the account's current scopes (an operator's grant or revoke
+/// applies from the next request), and an API key keeps its own scopes
+/// narrowed to what its owner has now (a revoke applies to it at once; a
+/// key never gains a scope).
 async fn current_account(
     State(state): State<AppState>,
     mut req: axum::extract::Request,
@@ -1060,16 +1061,20 @@ async fn current_account(
     if user.is_disabled() {
         return user_disabled(method_of(&principal), user.id);
     }
-    if principal
-        .scopes()
-        .any(|s| !user.scopes.iter().any(|u| u == s))
-    {
-        let kept: Vec<String> = principal
+    let scopes: Vec<String> = if principal.kind() == PrincipalKind::User {
+        // A user's session: the account's scopes now. The token's `scope`
+        // claim is what the account had at login; the database decides.
+        user.scopes.clone()
+    } else {
+        // An API key: its own scopes, never more than its owner has now.
+        principal
             .scopes()
             .filter(|s| user.scopes.iter().any(|u| u == s))
             .map(str::to_owned)
-            .collect();
-        req.extensions_mut().insert(principal.with_scopes(kept));
+            .collect()
+    };
+    if !principal.scopes().eq(scopes.iter().map(String::as_str)) {
+        req.extensions_mut().insert(principal.with_scopes(scopes));
     }
     next.run(req).await
 }

@@ -40,9 +40,9 @@ enum Command {
   portcullis-demo users reset-password alice@example.com          # prints a generated password once
   printf '%s' \"$NEW\" | portcullis-demo users reset-password alice@example.com --password-stdin
 
-disable, reset-password and revoke take effect at once (tokens and API keys
-included, within the 2-second revocation cache); grant and enable at the
-next login.")]
+disable, reset-password, grant and revoke take effect at once (sessions and
+API keys included; an API key never gains a scope); enable at the next
+login.")]
     Users(Users),
 }
 
@@ -80,7 +80,7 @@ enum UserAction {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Grants scopes (in tokens from the next login).
+    /// Grants scopes (to the user's sessions at once; not to API keys).
     Grant {
         /// Email or user id (usr_…).
         user: String,

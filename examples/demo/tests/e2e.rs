@@ -1347,7 +1347,8 @@ async fn accounts(state: &State) {
         expect_error(&run, 403, "insufficient_permissions");
         assert_eq!(server.scopes_of(headers).await, json!(["workflows:read"]));
     }
-    // A granted scope comes with the next login; tokens keep what they had.
+    // A granted scope applies at once to the user's sessions, and is in the
+    // next login's token; an API key never gains one beyond its own.
     let granted = server.users_json(&["grant", &email, "workflows:execute", "reports:read"]);
     assert_eq!(
         granted["scopes"],
@@ -1355,6 +1356,17 @@ async fn accounts(state: &State) {
     );
     assert_eq!(
         server.scopes_of(&with_token).await,
+        json!(["workflows:read", "workflows:execute", "reports:read"])
+    );
+    assert_eq!(
+        server
+            .call("POST", "/api/workflows", &with_token, None)
+            .await
+            .status,
+        202
+    );
+    assert_eq!(
+        server.scopes_of(&with_key).await,
         json!(["workflows:read", "workflows:execute"])
     );
     let (fresh, _) = server.tokens(&email).await;
