@@ -26,6 +26,12 @@
 //! | `GET /metrics` | none (no rate limit, no block list) | Prometheus text (bind to loopback or protect it) |
 //! | `GET /health`, `GET /health/detailed` | none (no rate limit, no block list) | liveness; database, Redis, circuit breakers (503 naming what is down) |
 //!
+//! Every authenticated request is checked against the account in `users`
+//! (disabled → 401 `user_disabled`; a user's session gets the account's
+//! current scopes, an API key its own narrowed to its owner's). The
+//! operator changes accounts with `portcullis-demo users …` ([`admin`]) on
+//! the same database while the server runs.
+//!
 //! Configuration ([`Config::from_env`]; an invalid value stops the server
 //! with a message naming the variable): `PORTCULLIS_DEMO_ADDR`
 //! (`127.0.0.1:8000`), `PORTCULLIS_JWT_SECRET` (≥ 32 bytes; unset: an
