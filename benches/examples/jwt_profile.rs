@@ -81,7 +81,7 @@ fn run(case: &Case, what: &str, n: u32) {
             drive(n, once);
         }
         "layer" | "layer_cached" => {
-            let mut layer = JwtLayer::new(v.clone());
+            let mut layer = JwtLayer::new(v);
             if what == "layer_cached" {
                 layer = layer.with_token_cache(1024, Duration::from_secs(60));
             }
