@@ -15,7 +15,8 @@
 //!
 //! Cost of a layer per request: (its count − `bare`'s count) ÷ `N`.
 //!
-//! Stacks: `bare`, `ratelimit` (`LockoutLayer` with a `RateLimit` per
+//! Stacks: `bare`, `bare_apikey` (the bare router, requests with the
+//! `x-api-key` header of the key stacks), `ratelimit` (`LockoutLayer` with a `RateLimit` per
 //! address), `governor` (tower_governor, peer-address key), `apikey_hit`
 //! (cached), `apikey_miss` (store lookup every time), `apikey_unknown`
 //! (well-formed key of another store), `apikey_baseline` and
@@ -101,6 +102,11 @@ fn stack(rt: &tokio::runtime::Runtime, stack: &str) -> (Router, Option<String>, 
     };
     match stack {
         "bare" => (base.with_state(()), None, StatusCode::OK),
+        // The bare router with the `x-api-key` header of the key cases.
+        "bare_apikey" => {
+            let key = create(&ApiKeyLayer::new(MemoryApiKeyStore::default()));
+            (base.with_state(()), Some(key), StatusCode::OK)
+        }
         "ratelimit" => (
             base.layer(
                 LockoutLayer::new(MemoryAttemptStore::new(16))

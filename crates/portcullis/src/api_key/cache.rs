@@ -61,6 +61,11 @@ impl KeyCache {
         }
     }
 
+    /// Whether entries are kept at all.
+    pub(crate) fn is_enabled(&self) -> bool {
+        self.cache.is_some()
+    }
+
     pub(crate) fn ttl(&self) -> Duration {
         self.ttl
     }

@@ -76,6 +76,21 @@ pub(crate) type Lookup = Pin<Box<dyn Future<Output = Result<Principal, Rejection
 /// same comparison as a wrong secret.
 const DUMMY_DIGEST: [u8; API_KEY_DIGEST_LEN] = [0x5a; API_KEY_DIGEST_LEN];
 
+const _: () = assert!(API_KEY_DIGEST_LEN % 8 == 0);
+
+/// Constant-time equality of two digests: the differences of the 64-bit
+/// words are OR-ed together without an early exit, and the one remaining
+/// word is compared with `subtle` (a few instructions where a byte-wise
+/// `ct_eq` of 32 bytes takes a few hundred).
+fn digests_equal(a: &ApiKeyDigest, b: &ApiKeyDigest) -> bool {
+    let (a, _) = a.as_bytes().as_chunks::<8>();
+    let (b, _) = b.as_bytes().as_chunks::<8>();
+    let diff = a.iter().zip(b).fold(0u64, |diff, (a, b)| {
+        diff | (u64::from_ne_bytes(*a) ^ u64::from_ne_bytes(*b))
+    });
+    bool::from(std::hint::black_box(diff).ct_eq(&0))
+}
+
 impl<St: ApiKeyStore> Config<St> {
     /// The whole decision for one request: synchronous for absent, malformed
     /// and cached keys (no allocation beyond the principal's shared
@@ -114,7 +129,7 @@ impl<St: ApiKeyStore> Config<St> {
             let presented = self.hasher.digest(parsed.key());
             // Equal digests mean this is exactly the stored, well-formed key:
             // its checksum need not be recomputed.
-            if bool::from(entry.digest.as_bytes().ct_eq(presented.as_bytes())) {
+            if digests_equal(&entry.digest, &presented) {
                 self.touch_if_due(&entry, now);
                 return Decision::Accept(entry.principal.clone());
             }
@@ -143,10 +158,13 @@ impl<St: ApiKeyStore> Config<St> {
         // A store returning another id's record breaks its contract: treat
         // it as unknown.
         let Some(record) = record.filter(|r| r.info.key_id == id) else {
-            let _ = DUMMY_DIGEST.ct_eq(digest.as_bytes());
+            std::hint::black_box(digests_equal(
+                &ApiKeyDigest::from_bytes(DUMMY_DIGEST),
+                digest,
+            ));
             return Err(self.invalid("unknown API key id"));
         };
-        if !bool::from(record.digest.as_bytes().ct_eq(digest.as_bytes())) {
+        if !digests_equal(&record.digest, digest) {
             return Err(self.invalid("API key secret does not match"));
         }
         // From here the caller holds the real key: the precise reason and the
@@ -165,9 +183,14 @@ impl<St: ApiKeyStore> Config<St> {
                 .with_detail("API key expired"));
         }
         let principal = principal_of(info);
-        let entry = Arc::new(Entry::new(principal.clone(), record.digest, info, now));
-        self.cache.insert(id, Arc::clone(&entry));
-        self.touch_if_due(&entry, now);
+        let entry = Entry::new(principal.clone(), record.digest, info, now);
+        if self.cache.is_enabled() {
+            let entry = Arc::new(entry);
+            self.cache.insert(id, Arc::clone(&entry));
+            self.touch_if_due(&entry, now);
+        } else {
+            self.touch_if_due(&entry, now);
+        }
         Ok(principal)
     }
 
@@ -271,5 +294,29 @@ where
             &mut self.inner,
             &self.respond,
         )
+    }
+}
+
+#[cfg(test)]
+mod digest_tests {
+    use super::*;
+
+    #[test]
+    fn digests_equal_compares_every_byte() {
+        let base = [7u8; API_KEY_DIGEST_LEN];
+        let digest = ApiKeyDigest::from_bytes(base);
+        assert!(digests_equal(&digest, &ApiKeyDigest::from_bytes(base)));
+        for i in 0..API_KEY_DIGEST_LEN {
+            let mut other = base;
+            other[i] ^= 0x01;
+            assert!(
+                !digests_equal(&digest, &ApiKeyDigest::from_bytes(other)),
+                "byte {i}"
+            );
+        }
+        assert!(!digests_equal(
+            &digest,
+            &ApiKeyDigest::from_bytes(DUMMY_DIGEST)
+        ));
     }
 }
