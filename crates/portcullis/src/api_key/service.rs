@@ -76,7 +76,7 @@ pub(crate) type Lookup = Pin<Box<dyn Future<Output = Result<Principal, Rejection
 /// same comparison as a wrong secret.
 const DUMMY_DIGEST: [u8; API_KEY_DIGEST_LEN] = [0x5a; API_KEY_DIGEST_LEN];
 
-const _: () = assert!(API_KEY_DIGEST_LEN % 8 == 0);
+const _: () = assert!(API_KEY_DIGEST_LEN.is_multiple_of(8));
 
 /// Constant-time equality of two digests: the differences of the 64-bit
 /// words are OR-ed together without an early exit, and the one remaining
