@@ -96,7 +96,7 @@ impl State {
         match std::env::var("PORTCULLIS_API_KEY_PEPPER") {
             Ok(pepper) if !pepper.is_empty() => keys
                 .with_pepper(pepper.as_bytes())
-                .map_err(|_| Failure::new("PORTCULLIS_API_KEY_PEPPER is not a usable pepper")),
+                .map_err(|e| Failure(format!("PORTCULLIS_API_KEY_PEPPER: {e}"))),
             _ => Ok(keys),
         }
     }

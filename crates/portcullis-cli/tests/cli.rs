@@ -859,6 +859,18 @@ fn a_pepper_from_the_environment_changes_the_digest_not_the_commands() {
     );
     let listed = d.json(&["keys", "list", "--owner", "usr_p"]);
     assert_eq!(listed.as_array().unwrap().len(), 1);
+    // A short pepper is refused with the reason, never echoed.
+    let out = d
+        .command()
+        .env("PORTCULLIS_API_KEY_PEPPER", "short-pepper-xyz")
+        .args(["keys", "list"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(error.contains("PORTCULLIS_API_KEY_PEPPER"), "{error}");
+    assert!(error.contains("32"), "{error}");
+    assert!(!error.contains("short-pepper-xyz"), "{error}");
 }
 
 #[test]
