@@ -120,7 +120,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         // Hand the service that was driven to readiness to the future and
         // keep a fresh clone; see tower's "Be careful when cloning inner
         // services".
@@ -134,13 +134,15 @@ where
             // Nothing to read from the body, nothing to await before the
             // inner service: the block list and the in-process rate limit
             // are checked here, and the future only awaits the response.
-            let mut request = request;
             let now = self.config.clock.now();
             let ip = extract::client_ip(&request);
-            let (verdict, noted) = flow.local_checks(now, ip, block_list);
-            let (events, failed_open) = noted.map_or((Vec::new(), false), |mut ctx| {
-                (std::mem::take(&mut ctx.events), ctx.failed_open)
-            });
+            let (
+                verdict,
+                Noted {
+                    events,
+                    failed_open,
+                },
+            ) = flow.local_checks(now, ip, block_list);
             if let Verdict::Reject(rejection) = verdict {
                 let response = respond_with(&flow.respond, request.headers(), rejection, events);
                 return ResponseFuture {
@@ -263,6 +265,22 @@ impl Reported {
             }
             None => Self::Neutral,
         }
+    }
+}
+
+/// What the synchronous pre-check noted besides its verdict.
+#[derive(Default)]
+struct Noted {
+    events: Vec<SecurityEvent>,
+    failed_open: bool,
+}
+
+impl Noted {
+    fn of<St: AttemptStore>(ctx: Option<Request2<St>>) -> Self {
+        ctx.map_or_else(Self::default, |mut ctx| Self {
+            events: std::mem::take(&mut ctx.events),
+            failed_open: ctx.failed_open,
+        })
     }
 }
 
@@ -526,23 +544,23 @@ impl<St: AttemptStore, R> Flow<St, R> {
         now: SystemTime,
         ip: Option<IpAddr>,
         block_list: &MemoryBlockList,
-    ) -> (Verdict, Option<Request2<St>>) {
+    ) -> (Verdict, Noted) {
         let Some(ip) = ip else {
-            return (Verdict::Continue, None);
+            return (Verdict::Continue, Noted::default());
         };
         let mut ctx = None;
         if let Some(entry) = block_list.find_now(ip, now) {
             let noted = ctx.insert(self.context(now, Some(ip), None));
             if let Verdict::Reject(r) = self.blocked(ip, Ok(Some(entry)), noted) {
-                return (Verdict::Reject(r), ctx);
+                return (Verdict::Reject(r), Noted::of(ctx));
             }
         }
         if let Err(wait) = self.rate_check(ip, now) {
             let noted = ctx.get_or_insert_with(|| self.context(now, Some(ip), None));
             let verdict = self.rate_rejection(wait, noted);
-            return (verdict, ctx);
+            return (verdict, Noted::of(ctx));
         }
-        (Verdict::Continue, ctx)
+        (Verdict::Continue, Noted::of(ctx))
     }
 
     /// Steps 2, 3 and 5 of the module docs.
