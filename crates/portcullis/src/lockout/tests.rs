@@ -1137,3 +1137,116 @@ async fn audit_records_of_refused_attempts_carry_the_account_and_one_lock() {
         .count();
     assert_eq!(detections, 1);
 }
+
+/// An inner layer that reports a failed credential for `svc-billing` and
+/// checks that the lockout layer handed it its counts.
+fn reporting_failures(
+    calls: &Arc<AtomicUsize>,
+) -> impl Service<Request<String>, Response = Response<String>, Error = Infallible, Future = impl Send>
++ Clone
++ Send
++ 'static {
+    let calls = Arc::clone(calls);
+    service_fn(move |req: Request<String>| {
+        let calls = Arc::clone(&calls);
+        async move {
+            assert!(req.extensions().get::<AttemptCounts>().is_some());
+            calls.fetch_add(1, Ordering::SeqCst);
+            let mut res = Response::new(String::new());
+            *res.status_mut() = StatusCode::UNAUTHORIZED;
+            AuthOutcome::failure(AuthMethod::Jwt, FailureReason::InvalidSignature)
+                .with_identifier("svc-billing")
+                .attach(&mut res);
+            Ok::<_, Infallible>(res)
+        }
+    })
+}
+
+#[tokio::test]
+async fn local_precheck_blocks_rate_limits_and_counts_learnt_accounts() {
+    // No identifier source, no per-address counter: the pre-check runs
+    // synchronously in `call`, with the same answers as the full flow.
+    let clock = clock();
+    let store = Arc::new(MemoryAttemptStore::new(100));
+    let layer = LockoutLayer::shared(Arc::clone(&store))
+        .with_clock(Arc::new(clock.clone()))
+        .with_ip_policy(None)
+        .unwrap()
+        .with_rate_limit(RateLimit::per_minute(3).unwrap());
+    assert!(layer.config.local_precheck().is_some());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = layer.clone().layer(reporting_failures(&calls));
+
+    layer
+        .admin()
+        .block(
+            "203.0.113.88".parse::<IpAddr>().unwrap(),
+            None,
+            "Brute force",
+        )
+        .await
+        .unwrap();
+    let res = send(&svc, attempt("x", "y", "203.0.113.88")).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(reason(&res), Some(FailureReason::IpBlocked));
+    assert_eq!(kinds(&res), [EventKind::IpBlocked]);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+
+    // Three a minute per address, then 429 with Retry-After.
+    for _ in 0..3 {
+        let res = send(&svc, attempt("x", "y", "198.51.100.1")).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = send(&svc, attempt("x", "y", "198.51.100.1")).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(reason(&res), Some(FailureReason::RateLimited));
+    assert!(res.headers().contains_key(http::header::RETRY_AFTER));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+    // The account the outcomes name is counted (3 failures so far): two
+    // more lock it, and the next outcome for it is masked.
+    for _ in 0..2 {
+        send(&svc, attempt("x", "y", "198.51.100.2")).await;
+    }
+    let status = store
+        .status(
+            &AttemptKey::Account("svc-billing".into()),
+            Duration::from_secs(300),
+            clock.now(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.lock.is_some());
+    let res = send(&svc, attempt("x", "y", "198.51.100.3")).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(reason(&res), Some(FailureReason::AccountLocked));
+}
+
+#[tokio::test]
+async fn local_precheck_in_shadow_mode_reports_and_passes() {
+    let clock = clock();
+    let layer = LockoutLayer::new(MemoryAttemptStore::new(100))
+        .with_clock(Arc::new(clock.clone()))
+        .with_ip_policy(None)
+        .unwrap()
+        .shadow_mode();
+    assert!(layer.config.local_precheck().is_some());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = layer.clone().layer(reporting_failures(&calls));
+    layer
+        .admin()
+        .block("203.0.113.9".parse::<IpAddr>().unwrap(), None, "test")
+        .await
+        .unwrap();
+    let res = send(&svc, attempt("x", "y", "203.0.113.9")).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "passed through");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(res.extensions().get::<Rejection>().is_none());
+    let events = SecurityEvents::of(&res);
+    assert!(events.iter().all(|e| e.is_shadow()));
+    assert_eq!(
+        kinds(&res)[..2],
+        [EventKind::IpBlocked, EventKind::AuthFailure]
+    );
+}
