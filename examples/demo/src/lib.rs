@@ -996,7 +996,19 @@ async fn health_detailed(State(state): State<AppState>) -> Response {
         .iter()
         .map(|b| json!({"name": b.name(), "state": b.state().as_str()}))
         .collect();
-    body["status"] = json!(if healthy { "ok" } else { "degraded" });
+    // An open breaker guards a third party (the CAPTCHA provider): the
+    // instance is degraded but still serves, so it stays in rotation (200)
+    // while a database or Redis outage takes it out (503).
+    let breakers_closed = state
+        .0
+        .breakers
+        .iter()
+        .all(|b| matches!(b.state().as_str(), "closed" | "disabled"));
+    body["status"] = json!(if healthy && breakers_closed {
+        "ok"
+    } else {
+        "degraded"
+    });
     let status = if healthy {
         StatusCode::OK
     } else {

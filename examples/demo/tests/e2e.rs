@@ -943,6 +943,9 @@ async fn captcha_over_https(state: &State, dir: &std::path::Path) {
         json!([{"name": "captcha_siteverify", "state": "open"}]),
         "{detailed:?}"
     );
+    // Degraded, still in rotation: the database is up.
+    assert_eq!(detailed.status, 200, "{detailed:?}");
+    assert_eq!(detailed.json()["status"], "degraded", "{detailed:?}");
     let metrics = server.call("GET", "/metrics", &[], None).await;
     assert!(
         metrics
