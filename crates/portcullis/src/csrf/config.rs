@@ -56,8 +56,10 @@ impl ExemptPolicy {
     }
 }
 
+static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
 fn has_explicit_credential(headers: &HeaderMap) -> bool {
-    if headers.contains_key("x-api-key") {
+    if headers.contains_key(&X_API_KEY) {
         return true;
     }
     headers.get_all(AUTHORIZATION).iter().any(|v| {

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{HeaderMap, Method, Request, Response, Uri};
+use http::{HeaderMap, HeaderName, Method, Request, Response, Uri};
 use portcullis_core::{CsrfTokenStore as _, FailureReason, Rejection};
 use subtle::ConstantTimeEq as _;
 use tower_service::Service;
@@ -58,10 +58,10 @@ pub(crate) fn is_safe(method: &Method) -> bool {
 }
 
 /// Headers frameworks read to turn one method into another.
-const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
+static METHOD_OVERRIDE_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
 ];
 
 /// A safe request must stay safe: the decision is made on the real method,
@@ -69,7 +69,8 @@ const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
 /// that nothing behind this layer can turn a GET into a POST.
 fn strip_method_overrides<B>(request: &mut Request<B>) {
     let headers = request.headers_mut();
-    for name in METHOD_OVERRIDE_HEADERS {
+    // Typed names: a `&str` name is parsed again on every lookup.
+    for name in &METHOD_OVERRIDE_HEADERS {
         if headers.contains_key(name) {
             headers.remove(name);
         }
