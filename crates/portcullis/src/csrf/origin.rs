@@ -9,7 +9,7 @@
 
 use std::net::IpAddr;
 
-use http::{Extensions, HeaderMap, HeaderValue};
+use http::{Extensions, HeaderMap, HeaderName, HeaderValue};
 use portcullis_core::{PeerAddr, TrustedProxies};
 
 use crate::ConfigError;
@@ -179,7 +179,8 @@ enum FetchSite {
 /// `Sec-Fetch-Site`: `None` when absent; a repeated or unknown value reads
 /// as cross-site (fail safe).
 fn fetch_site(headers: &HeaderMap) -> Option<FetchSite> {
-    let mut values = headers.get_all("sec-fetch-site").iter();
+    static SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+    let mut values = headers.get_all(&SEC_FETCH_SITE).iter();
     let first = values.next()?;
     if values.next().is_some() {
         return Some(FetchSite::CrossSite);
