@@ -52,6 +52,29 @@ impl fmt::Debug for CaptchaConfig {
     }
 }
 
+/// An external identity provider whose access tokens the server accepts
+/// besides its own: `PORTCULLIS_JWKS_URL` with its issuer and audience.
+#[derive(Clone, Debug)]
+pub struct JwksConfig {
+    /// `PORTCULLIS_JWKS_URL`: the provider's JWKS (`https://`, or `http://`
+    /// on loopback for a test double).
+    pub url: String,
+    /// `PORTCULLIS_JWKS_ISSUER`: the `iss` of the provider's tokens (not
+    /// the server's own issuer).
+    pub issuer: String,
+    /// `PORTCULLIS_JWKS_AUDIENCE`: the `aud` the provider's tokens must
+    /// name for this server.
+    pub audience: String,
+    /// `PORTCULLIS_JWKS_REFRESH_SECONDS` (300): scheduled refresh interval.
+    pub refresh_interval: Duration,
+    /// `PORTCULLIS_JWKS_COOLDOWN_SECONDS` (30): at most one fetch per this
+    /// long for tokens naming an unknown `kid`.
+    pub cooldown: Duration,
+    /// `PORTCULLIS_JWKS_BREAKER_OPEN_SECONDS` (30): how long the `jwks`
+    /// circuit breaker stays open after 3 failed fetches in a row.
+    pub breaker_open: Duration,
+}
+
 /// Everything the server reads from its environment (the state's location
 /// is read by [`Backends::from_env`](portcullis_cli::backends::Backends::from_env)).
 #[derive(Clone)]
@@ -95,6 +118,8 @@ pub struct Config {
     pub rate_limit_burst: u32,
     /// `PORTCULLIS_API_KEY_PEPPER` (HMAC digests when set).
     pub api_key_pepper: Option<Vec<u8>>,
+    /// `PORTCULLIS_JWKS_URL` and friends: an external identity provider.
+    pub jwks: Option<JwksConfig>,
 }
 
 impl fmt::Debug for Config {
@@ -119,6 +144,7 @@ impl fmt::Debug for Config {
                 "api_key_pepper",
                 &self.api_key_pepper.as_ref().map(|_| "<set>"),
             )
+            .field("jwks", &self.jwks)
             .finish_non_exhaustive()
     }
 }
@@ -251,6 +277,15 @@ impl Config {
             Some(p) => Some(p.into_bytes()),
             None => None,
         };
+        let jwks = match jwks(&get)? {
+            Some(mut jwks) => {
+                jwks.refresh_interval = seconds("PORTCULLIS_JWKS_REFRESH_SECONDS", 300)?;
+                jwks.cooldown = bounded("PORTCULLIS_JWKS_COOLDOWN_SECONDS", 30, 3600)?;
+                jwks.breaker_open = seconds("PORTCULLIS_JWKS_BREAKER_OPEN_SECONDS", 30)?;
+                Some(jwks)
+            }
+            None => None,
+        };
         Ok(Self {
             addr,
             jwt_secret,
@@ -269,6 +304,7 @@ impl Config {
             rate_limit_rps,
             rate_limit_burst,
             api_key_pepper,
+            jwks,
         })
     }
 
@@ -365,6 +401,72 @@ fn captcha(get: &impl Fn(&str) -> Option<String>) -> Result<Option<CaptchaConfig
     }))
 }
 
+fn jwks(get: &impl Fn(&str) -> Option<String>) -> Result<Option<JwksConfig>, ConfigError> {
+    const URL: &str = "PORTCULLIS_JWKS_URL";
+    let issuer = get("PORTCULLIS_JWKS_ISSUER").map(|v| v.trim().to_owned());
+    let audience = get("PORTCULLIS_JWKS_AUDIENCE").map(|v| v.trim().to_owned());
+    let Some(url) = get(URL).map(|v| v.trim().to_owned()) else {
+        if issuer.is_some() || audience.is_some() {
+            return Err(invalid(
+                URL,
+                "is required with PORTCULLIS_JWKS_ISSUER and PORTCULLIS_JWKS_AUDIENCE",
+            ));
+        }
+        return Ok(None);
+    };
+    let host = if let Some(rest) = url.strip_prefix("https://") {
+        rest
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        // Plain http only to a test double on this machine.
+        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let name = host
+            .rsplit_once(':')
+            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+            .map_or(host, |(name, _)| name);
+        if !matches!(name, "127.0.0.1" | "localhost" | "[::1]") {
+            return Err(invalid(
+                URL,
+                "must be an https:// URL (http:// only on loopback, for a test double)",
+            ));
+        }
+        rest
+    } else {
+        return Err(invalid(
+            URL,
+            "must be an https:// URL (http:// only on loopback, for a test double)",
+        ));
+    };
+    if host.is_empty() || host.starts_with('/') || url.parse::<axum::http::Uri>().is_err() {
+        return Err(invalid(URL, "is not a valid URL"));
+    }
+    let issuer = issuer.filter(|i| !i.is_empty()).ok_or_else(|| {
+        invalid(
+            "PORTCULLIS_JWKS_ISSUER",
+            "is required with PORTCULLIS_JWKS_URL (the provider's `iss`)",
+        )
+    })?;
+    if issuer == crate::ISSUER {
+        return Err(invalid(
+            "PORTCULLIS_JWKS_ISSUER",
+            "must differ from the server's own issuer (portcullis-demo)",
+        ));
+    }
+    let audience = audience.filter(|a| !a.is_empty()).ok_or_else(|| {
+        invalid(
+            "PORTCULLIS_JWKS_AUDIENCE",
+            "is required with PORTCULLIS_JWKS_URL (the `aud` the provider's tokens name)",
+        )
+    })?;
+    Ok(Some(JwksConfig {
+        url,
+        issuer,
+        audience,
+        refresh_interval: Duration::from_secs(300),
+        cooldown: Duration::from_secs(30),
+        breaker_open: Duration::from_secs(30),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,5 +535,65 @@ mod tests {
         ])
         .expect("https by default");
         assert!(config.captcha.expect("configured").verify_url.is_none());
+    }
+
+    #[test]
+    fn an_identity_provider_needs_url_issuer_and_audience() {
+        let url = ("PORTCULLIS_JWKS_URL", "https://idp.example.org/jwks.json");
+        let issuer = ("PORTCULLIS_JWKS_ISSUER", "https://idp.example.org/");
+        let audience = ("PORTCULLIS_JWKS_AUDIENCE", "portcullis-demo-api");
+        assert!(with(&[]).expect("none").jwks.is_none());
+        for (vars, var) in [
+            (vec![url], "PORTCULLIS_JWKS_ISSUER"),
+            (vec![url, issuer], "PORTCULLIS_JWKS_AUDIENCE"),
+            (vec![issuer, audience], "PORTCULLIS_JWKS_URL"),
+            (
+                vec![
+                    ("PORTCULLIS_JWKS_URL", "http://idp.example.org/jwks.json"),
+                    issuer,
+                    audience,
+                ],
+                "PORTCULLIS_JWKS_URL",
+            ),
+            (
+                vec![
+                    ("PORTCULLIS_JWKS_URL", "ftp://127.0.0.1/jwks.json"),
+                    issuer,
+                    audience,
+                ],
+                "PORTCULLIS_JWKS_URL",
+            ),
+            (
+                vec![url, ("PORTCULLIS_JWKS_ISSUER", "portcullis-demo"), audience],
+                "PORTCULLIS_JWKS_ISSUER",
+            ),
+            (
+                vec![
+                    url,
+                    issuer,
+                    audience,
+                    ("PORTCULLIS_JWKS_REFRESH_SECONDS", "0"),
+                ],
+                "PORTCULLIS_JWKS_REFRESH_SECONDS",
+            ),
+        ] {
+            assert_eq!(with(&vars).expect_err(var).var, var, "{vars:?}");
+        }
+        let jwks = with(&[url, issuer, audience])
+            .expect("valid")
+            .jwks
+            .expect("configured");
+        assert_eq!(jwks.refresh_interval, Duration::from_secs(300));
+        assert_eq!(jwks.cooldown, Duration::from_secs(30));
+        let local = with(&[
+            ("PORTCULLIS_JWKS_URL", "http://127.0.0.1:9000/jwks.json"),
+            issuer,
+            audience,
+            ("PORTCULLIS_JWKS_COOLDOWN_SECONDS", "0"),
+        ])
+        .expect("loopback http")
+        .jwks
+        .expect("configured");
+        assert_eq!(local.cooldown, Duration::ZERO);
     }
 }

@@ -26,7 +26,8 @@
 //! | `GET /metrics` | none (no rate limit, no block list) | Prometheus text (bind to loopback or protect it) |
 //! | `GET /health`, `GET /health/detailed` | none (no rate limit, no block list) | liveness; database, Redis, circuit breakers (503 naming what is down) |
 //!
-//! Every authenticated request is checked against the account in `users`
+//! Every authenticated request (but the identity provider's, below) is
+//! checked against the account in `users`
 //! (disabled → 401 `user_disabled`; a user's session gets the account's
 //! current scopes, an API key its own narrowed to its owner's). The
 //! operator changes accounts with `portcullis-demo users …` ([`admin`]) on
@@ -54,6 +55,21 @@
 //! (50 per address), `PORTCULLIS_RATE_LIMIT_BURST` (100),
 //! `PORTCULLIS_API_KEY_PEPPER`; and the state's `PORTCULLIS_DATABASE_URL`,
 //! `PORTCULLIS_REDIS_URL`, `PORTCULLIS_REDIS_PREFIX`.
+//!
+//! An external identity provider (opt-in): `PORTCULLIS_JWKS_URL` (its JWKS;
+//! https, or http on loopback), `PORTCULLIS_JWKS_ISSUER` and
+//! `PORTCULLIS_JWKS_AUDIENCE` (both required with it; the issuer may not be
+//! `portcullis-demo`), `PORTCULLIS_JWKS_REFRESH_SECONDS` (300),
+//! `PORTCULLIS_JWKS_COOLDOWN_SECONDS` (30: at most one fetch per cooldown
+//! for unknown `kid`s), `PORTCULLIS_JWKS_BREAKER_OPEN_SECONDS` (30). The
+//! server then also accepts the provider's bearer access tokens (any
+//! asymmetric algorithm, its issuer and audience) as principals of the
+//! provider's subject with the token's scopes. They have no account here:
+//! the per-request account check skips them, they cannot manage API keys
+//! (403) or log out (400: that is the provider's), and the operator revokes
+//! them by subject or token id like the server's own. The JWKS client sits
+//! behind the `jwks` circuit breaker (health, metrics, events); a failed
+//! refresh keeps the cached keys and only tokens needing a fetch get 503.
 
 pub mod admin;
 pub mod config;
@@ -65,14 +81,19 @@ use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use http_body_util::{Empty, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use portcullis::api_key::{ApiKeyError, ApiKeyLayer, ApiKeys, NewApiKey};
 use portcullis::audit::prometheus::PrometheusHandle;
 use portcullis::audit::{AuditLayer, Auditor, JsonLinesSink};
-use portcullis::authenticate::{AuthenticateExt as _, AuthenticateLayer};
+use portcullis::authenticate::{
+    Authenticate, AuthenticateExt as _, AuthenticateLayer, Check, RequestHead,
+};
 use portcullis::authorize::RequireLayer;
 use portcullis::captcha::{CaptchaLayer, HttpsClient, SiteVerify, TlsRoots};
 use portcullis::circuit_breaker::{BreakerHandle, CircuitBreakerLayer};
@@ -82,10 +103,16 @@ use portcullis::core::{
     RevocationStore as _,
 };
 use portcullis::csrf::{CsrfLayer, CsrfSecret, SessionCookie};
-use portcullis::jwt::{Algorithm, JwtLayer, RefreshError, SigningKey, TokenIssuer, VerifyingKey};
+use portcullis::jwt::jwks::RemoteJwks;
+use portcullis::jwt::{
+    Algorithm, JwtAuthenticator, JwtLayer, JwtVerifier, RefreshError, SigningKey, TokenIssuer,
+    VerifyingKey,
+};
 use portcullis::lockout::{IdentifierSource, LockoutLayer, RateLimit};
 use portcullis::rejection::{DefaultRejection, RespondToRejection};
-use portcullis::{AuthMethod, AuthOutcome, FailureReason, Principal, PrincipalKind, Rejection};
+use portcullis::{
+    AuthMethod, AuthOutcome, Challenge, FailureReason, Principal, PrincipalKind, Rejection,
+};
 use portcullis_cli::backends::Backends;
 // Key ids are fingerprints of their secret (a token names the secret that
 // signed it across rotations; `portcullis secret kid` prints the same id),
@@ -206,6 +233,25 @@ struct Inner {
     csrf: CsrfLayer,
     dummy_hash: String,
     breakers: Vec<BreakerHandle>,
+}
+
+impl Inner {
+    /// Whether `principal` came from the external identity provider (its
+    /// verified `iss` is the provider's; the server's own tokens must name
+    /// [`ISSUER`], which the provider's issuer may not be).
+    fn is_provider(&self, principal: &Principal) -> bool {
+        #[derive(Deserialize)]
+        struct Iss {
+            iss: Option<String>,
+        }
+        let Some(jwks) = &self.config.jwks else {
+            return false;
+        };
+        principal.kind() != PrincipalKind::ApiKey
+            && principal
+                .claims::<Iss>()
+                .is_ok_and(|c| c.iss.as_deref() == Some(jwks.issuer.as_str()))
+    }
 }
 
 #[derive(Clone)]
@@ -330,8 +376,15 @@ pub async fn build_with_audit(
         lockout = lockout.with_shared_rate_limit(rate, shared.clone());
     }
 
-    // CAPTCHA, its siteverify client behind a circuit breaker.
+    // An external identity provider (opt-in): its JWKS client behind a
+    // circuit breaker named `jwks`.
     let mut breakers = Vec::new();
+    let provider = match &config.jwks {
+        Some(jwks) => Some(provider_jwt(jwks, &config, &auditor, &mut breakers, &backends).await?),
+        None => None,
+    };
+
+    // CAPTCHA, its siteverify client behind a circuit breaker.
     let captcha = match &config.captcha {
         Some(captcha) => {
             let breaker = CircuitBreakerLayer::consecutive_failures(5, Duration::from_secs(30))?
@@ -411,7 +464,11 @@ pub async fn build_with_audit(
             current_account,
         ))
         .layer(AuthenticateLayer::new(
-            jwt.authenticator().or(api_key.authenticator()),
+            ByIssuer {
+                local: jwt.authenticator(),
+                provider,
+            }
+            .or(api_key.authenticator()),
         ))
         // Outside it: a revoked token of a disabled account says so.
         .layer(axum::middleware::from_fn_with_state(
@@ -457,6 +514,109 @@ pub async fn build_with_audit(
         router,
         ephemeral_secret,
     })
+}
+
+/// The external identity provider's access tokens: a [`RemoteJwks`] whose
+/// HTTP client sits behind the `jwks` circuit breaker (3 failed fetches in
+/// a row open it; `portcullis_circuit_state{breaker="jwks"}` and a
+/// `security.circuit_state_changed` event per transition), fetched once now
+/// — the server does not start without the provider's keys — then
+/// refreshed on schedule and on tokens naming an unknown `kid` (at most
+/// once per cooldown). A failed refresh keeps the cached keys.
+async fn provider_jwt(
+    jwks: &config::JwksConfig,
+    config: &Config,
+    auditor: &Auditor,
+    breakers: &mut Vec<BreakerHandle>,
+    backends: &Backends,
+) -> Result<(String, JwtAuthenticator), StartError> {
+    let breaker = CircuitBreakerLayer::consecutive_failures(3, jwks.breaker_open)?
+        .with_name("jwks")
+        // Shorter than the JWKS fetch timeout (5 s): a hang counts as a
+        // failure.
+        .with_call_timeout(Duration::from_secs(4))
+        .on_transition(auditor.breaker_listener("jwks"));
+    breakers.push(breaker.handle());
+    let uri: axum::http::Uri = jwks
+        .url
+        .parse()
+        .map_err(|_| "PORTCULLIS_JWKS_URL: not a valid URL")?;
+    let builder = RemoteJwks::builder(uri)
+        .refresh_interval(jwks.refresh_interval)
+        .cooldown(jwks.cooldown);
+    let builder = if jwks.url.starts_with("https://") {
+        // The system's roots; the CAPTCHA's client, fed empty GET bodies.
+        let https = tower::ServiceBuilder::new()
+            .map_request(|req: Request<Empty<Bytes>>| req.map(|_| Full::new(Bytes::new())))
+            .service(HttpsClient::new(&TlsRoots::native()?)?);
+        builder.client(breaker.layer(https))
+    } else {
+        // Plain http: only to loopback (checked by the configuration).
+        builder.client(
+            breaker.layer(Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>()),
+        )
+    };
+    let remote = builder.fetch().await.map_err(|e| {
+        format!(
+            "PORTCULLIS_JWKS_URL: the first fetch failed ({e}); the server does not start without the provider's keys"
+        )
+    })?;
+    // The task ends when the verifier (and so the key source) is dropped.
+    drop(remote.spawn_refresh());
+    let verifier = JwtVerifier::builder_remote(remote)
+        .issuer(&jwks.issuer)
+        .audience(&jwks.audience)
+        .leeway(config.token_leeway)
+        .build()?;
+    let layer = JwtLayer::new(verifier)
+        .with_realm("portcullis-demo")
+        .with_revocation(backends.revocations.clone());
+    Ok((jwks.issuer.clone(), layer.authenticator()))
+}
+
+/// The server's own access tokens (bearer or session cookie) or, for a
+/// bearer token whose `iss` is the identity provider's, the provider's
+/// verifier. The unverified `iss` only picks the verifier: each checks the
+/// signature and then `iss` itself, so a token cannot choose its way past
+/// either. The two issuers differ ([`config`] refuses the server's own).
+struct ByIssuer {
+    local: JwtAuthenticator,
+    provider: Option<(String, JwtAuthenticator)>,
+}
+
+impl Authenticate for ByIssuer {
+    fn check(&self, head: &RequestHead<'_>) -> Check {
+        if let Some((issuer, provider)) = &self.provider
+            && bearer_issuer(head.headers).as_deref() == Some(issuer.as_str())
+        {
+            return provider.check(head);
+        }
+        self.local.check(head)
+    }
+
+    fn challenge(&self) -> Challenge {
+        self.local.challenge()
+    }
+}
+
+/// The `iss` of the bearer token in `Authorization`, read without
+/// verifying it (only to pick a verifier). Anything odd is `None`.
+fn bearer_issuer(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine as _;
+    #[derive(Deserialize)]
+    struct Iss {
+        iss: String,
+    }
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.len() > 16 * 1024 {
+        return None;
+    }
+    let payload = token.trim().split('.').nth(1)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice::<Iss>(&json).ok().map(|c| c.iss)
 }
 
 /// CORS for `PORTCULLIS_FRONTEND_ORIGIN` only, with credentials (the
@@ -791,6 +951,11 @@ struct FamilyClaim {
 }
 
 async fn logout(State(state): State<AppState>, principal: Principal) -> Response {
+    if state.0.is_provider(&principal) {
+        return invalid_request(
+            "a token of the identity provider ends at the provider: this server logs out its own sessions",
+        );
+    }
     if principal.kind() != PrincipalKind::User || principal.token_id().is_none() {
         return invalid_request("log out with the access token of a session");
     }
@@ -840,9 +1005,11 @@ async fn me(principal: Principal) -> Json<Value> {
     }))
 }
 
-/// API keys are managed by their (human) owner, never by another key.
-fn is_user(principal: &Principal) -> bool {
-    principal.kind() == PrincipalKind::User
+/// API keys are managed by their (human) owner, never by another key, nor
+/// by a principal of the identity provider: it has no account here, and
+/// its subject is the provider's, not one of this server's user ids.
+fn is_user(state: &AppState, principal: &Principal) -> bool {
+    principal.kind() == PrincipalKind::User && !state.0.is_provider(principal)
 }
 
 fn forbidden() -> Response {
@@ -871,7 +1038,7 @@ async fn create_key(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !is_user(&principal) {
+    if !is_user(&state, &principal) {
         return forbidden();
     }
     let Some(body) = parse::<NewKeyBody>(&headers, &body) else {
@@ -914,7 +1081,7 @@ async fn create_key(
 }
 
 async fn list_keys(State(state): State<AppState>, principal: Principal) -> Response {
-    if !is_user(&principal) {
+    if !is_user(&state, &principal) {
         return forbidden();
     }
     let filter = ApiKeyFilter::active()
@@ -941,7 +1108,7 @@ async fn delete_key(
     principal: Principal,
     Path(id): Path<String>,
 ) -> Response {
-    if !is_user(&principal) {
+    if !is_user(&state, &principal) {
         return forbidden();
     }
     let not_found = || app_error(StatusCode::NOT_FOUND, "not_found", "no such API key");
@@ -996,7 +1163,8 @@ async fn health_detailed(State(state): State<AppState>) -> Response {
         .iter()
         .map(|b| json!({"name": b.name(), "state": b.state().as_str()}))
         .collect();
-    // An open breaker guards a third party (the CAPTCHA provider): the
+    // An open breaker guards a third party (the CAPTCHA provider, the
+    // identity provider's JWKS endpoint): the
     // instance is degraded but still serves, so it stays in rotation (200)
     // while a database or Redis outage takes it out (503).
     let breakers_closed = state
@@ -1062,6 +1230,16 @@ async fn current_account(
     let Some(principal) = req.extensions().get::<Principal>().cloned() else {
         return next.run(req).await;
     };
+    // A principal of the identity provider has no account here: the
+    // provider vouches for it (signature, issuer, audience, expiry) and its
+    // token's scopes are what it may do. Looking its subject up in `users`
+    // would refuse every such principal, or worse, apply a local account's
+    // state to a stranger who happens to share its id. Disabling it is the
+    // provider's job; here the operator revokes its subject or token id
+    // (the provider's verifier reads the same revocation store).
+    if state.0.is_provider(&principal) {
+        return next.run(req).await;
+    }
     let pool = state.0.backends.database.any_pool();
     let user = match users::by_id(&pool, principal.subject()).await {
         Ok(Some(user)) => user,

@@ -1511,6 +1511,277 @@ async fn expiry_grace(state: &State) {
     expect_error(&me, 401, "token_expired");
 }
 
+/// An identity provider on loopback: serves `/jwks.json` from its keys,
+/// counts requests, and answers 500 while failing.
+#[derive(Clone, Default)]
+struct FakeProvider {
+    keys: Arc<Mutex<Vec<Value>>>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+    hits: Arc<std::sync::atomic::AtomicU64>,
+}
+
+const PROVIDER_ISSUER: &str = "https://idp.e2e.test/";
+
+impl FakeProvider {
+    /// Serves on a free port: the JWKS URL.
+    async fn spawn(&self) -> String {
+        use std::sync::atomic::Ordering;
+        let provider = self.clone();
+        let app = Router::new().route(
+            "/jwks.json",
+            axum::routing::get(move || {
+                let provider = provider.clone();
+                async move {
+                    provider.hits.fetch_add(1, Ordering::SeqCst);
+                    if provider.failing.load(Ordering::SeqCst) {
+                        return Err(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+                    }
+                    Ok(Json(json!({"keys": *provider.keys.lock().unwrap()})))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}/jwks.json")
+    }
+
+    fn publish(&self, keys: &[&ProviderKey]) {
+        *self.keys.lock().unwrap() = keys.iter().map(|k| k.jwk.clone()).collect();
+    }
+
+    fn set_failing(&self, failing: bool) {
+        self.failing
+            .store(failing, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn hits(&self) -> u64 {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A P-256 key of the provider: its signing key (from a PKCS#8 PEM) and
+/// public JWK.
+struct ProviderKey {
+    signing: portcullis::jwt::SigningKey,
+    jwk: Value,
+}
+
+impl ProviderKey {
+    fn generate(kid: &str) -> Self {
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+        use base64::Engine as _;
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        let der = STANDARD.encode(pair.to_pkcs8v1().unwrap().as_ref());
+        let body: Vec<&str> = der
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            body.join("\n")
+        );
+        let signing = portcullis::jwt::SigningKey::from_pem(portcullis::jwt::Algorithm::ES256, pem)
+            .unwrap()
+            .with_kid(kid);
+        // Uncompressed SEC1 point: 0x04 || x || y.
+        let point = pair.public_key().as_ref();
+        let jwk = json!({
+            "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+            "y": URL_SAFE_NO_PAD.encode(&point[33..]),
+        });
+        Self { signing, jwk }
+    }
+
+    /// An access token of the provider for `sub` with `scope`, for `aud`.
+    fn token_for(&self, sub: &str, scope: &str, aud: &str) -> String {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = json!({
+            "iss": PROVIDER_ISSUER, "aud": aud, "sub": sub, "scope": scope,
+            "iat": now, "exp": now + 300, "jti": portcullis_test::unique_name("jti"),
+        });
+        self.signing.sign("at+jwt", &claims).unwrap()
+    }
+
+    fn token(&self, sub: &str, scope: &str) -> String {
+        self.token_for(sub, scope, "portcullis-demo-api")
+    }
+}
+
+/// An external identity provider (`PORTCULLIS_JWKS_URL`): its tokens
+/// authenticate as its subjects with their scopes, without a local
+/// account; a rotated key is fetched on its first token; with the provider
+/// down the cached keys keep working, unknown keys fail closed (503), the
+/// `jwks` breaker opens and shows in health and metrics; the server's own
+/// tokens work throughout.
+async fn identity_provider(state: &State) {
+    let provider = FakeProvider::default();
+    let (k1, k2, k3) = (
+        ProviderKey::generate("k1"),
+        ProviderKey::generate("k2"),
+        ProviderKey::generate("k3"),
+    );
+    provider.publish(&[&k1]);
+    let url = provider.spawn().await;
+    let jwks_env = [
+        ("PORTCULLIS_JWKS_URL", url.as_str()),
+        ("PORTCULLIS_JWKS_ISSUER", PROVIDER_ISSUER),
+        ("PORTCULLIS_JWKS_AUDIENCE", "portcullis-demo-api"),
+    ];
+
+    // Half a configuration, or a provider that cannot be reached, stops
+    // the server at start, naming the variable.
+    for (env, var) in [
+        (&jwks_env[..1], "PORTCULLIS_JWKS_ISSUER"),
+        (&jwks_env[1..], "PORTCULLIS_JWKS_URL"),
+    ] {
+        let out = state
+            .command(env!("CARGO_BIN_EXE_portcullis-demo"))
+            .env("PORTCULLIS_DEMO_ADDR", free_port().to_string())
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains(var), "{var}: {stderr}");
+    }
+    let unreachable = format!("http://{}/jwks.json", free_port());
+    let out = state
+        .command(env!("CARGO_BIN_EXE_portcullis-demo"))
+        .env("PORTCULLIS_DEMO_ADDR", free_port().to_string())
+        .envs(jwks_env.iter().copied())
+        .env("PORTCULLIS_JWKS_URL", &unreachable)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("PORTCULLIS_JWKS_URL: the first fetch failed"),
+        "{stderr}"
+    );
+
+    let mut env = jwks_env.to_vec();
+    env.extend([
+        ("PORTCULLIS_JWKS_REFRESH_SECONDS", "1"),
+        ("PORTCULLIS_JWKS_COOLDOWN_SECONDS", "0"),
+        ("PORTCULLIS_JWKS_BREAKER_OPEN_SECONDS", "60"),
+    ]);
+    let server = Server::start(state, &env).await;
+    let detailed = server.call("GET", "/health/detailed", &[], None).await;
+    assert_eq!(
+        detailed.json()["circuit_breakers"],
+        json!([{"name": "jwks", "state": "closed"}]),
+        "{detailed:?}"
+    );
+    let email = format!("{}@example.com", portcullis_test::unique_name("ivan"));
+    server.signup(&email).await;
+    let (local, _) = server.tokens(&email).await;
+
+    // A provider token: its subject and scopes, no local account needed.
+    let alice = k1.token("idp|alice", "workflows:read");
+    let me = server.bearer("GET", "/api/me", &alice).await;
+    assert_eq!(me.status, 200, "{me:?}");
+    assert_eq!(
+        me.json(),
+        json!({"id": "idp|alice", "kind": "user", "scopes": ["workflows:read"]})
+    );
+    let list = server.bearer("GET", "/api/workflows", &alice).await;
+    assert_eq!(list.status, 200, "{list:?}");
+    assert_eq!(list.json()["owner"], "idp|alice");
+    expect_error(
+        &server.bearer("POST", "/api/workflows", &alice).await,
+        403,
+        "insufficient_permissions",
+    );
+    // No API keys or logout for a principal without an account here.
+    expect_error(
+        &server.bearer("GET", "/api/api-keys", &alice).await,
+        403,
+        "insufficient_permissions",
+    );
+    expect_error(
+        &server.bearer("POST", "/api/auth/logout", &alice).await,
+        400,
+        "invalid_request",
+    );
+    // Another audience, or a key the provider never published (with the
+    // provider up: fetched, still unknown), is refused.
+    let other = k1.token_for("idp|alice", "workflows:read", "another-api");
+    assert_eq!(server.bearer("GET", "/api/me", &other).await.status, 401);
+    let forged = k3.token("idp|mallory", "workflows:read");
+    assert_eq!(server.bearer("GET", "/api/me", &forged).await.status, 401);
+
+    // The provider rotates to k2: its first token triggers a fetch.
+    provider.publish(&[&k1, &k2]);
+    let bob = k2.token("idp|bob", "workflows:read workflows:execute");
+    let me = server.bearer("GET", "/api/me", &bob).await;
+    assert_eq!(me.status, 200, "{me:?}");
+    assert_eq!(
+        me.json()["scopes"],
+        json!(["workflows:read", "workflows:execute"])
+    );
+    assert_eq!(
+        server.bearer("POST", "/api/workflows", &bob).await.status,
+        202
+    );
+
+    // The provider goes down: scheduled refreshes (every second) fail, and
+    // three in a row open the breaker.
+    provider.set_failing(true);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let detailed = loop {
+        let detailed = server.call("GET", "/health/detailed", &[], None).await;
+        if detailed.json()["circuit_breakers"][0]["state"] == "open" {
+            break detailed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the breaker did not open: {detailed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Degraded, still in rotation.
+    assert_eq!(detailed.status, 200, "{detailed:?}");
+    assert_eq!(detailed.json()["status"], "degraded", "{detailed:?}");
+    let hits = provider.hits();
+    // Cached keys keep verifying; the server's own tokens are unaffected.
+    for token in [&alice, &bob, &local] {
+        let me = server.bearer("GET", "/api/me", token).await;
+        assert_eq!(me.status, 200, "{me:?}");
+    }
+    // A key that would need a fetch: 503, without calling the provider.
+    let carol = k3.token("idp|carol", "workflows:read");
+    expect_error(
+        &server.bearer("GET", "/api/me", &carol).await,
+        503,
+        "upstream_unavailable",
+    );
+    assert_eq!(
+        provider.hits(),
+        hits,
+        "the open breaker kept the provider out"
+    );
+    let metrics = server.call("GET", "/metrics", &[], None).await;
+    assert!(
+        metrics
+            .text
+            .contains(r#"portcullis_circuit_state{breaker="jwks"} 1"#),
+        "{}",
+        metrics.text
+    );
+    let opened = server.events().into_iter().any(|e| {
+        e["event"] == "security.circuit_state_changed"
+            && e.to_string().contains("jwks: closed -> open")
+    });
+    assert!(opened, "{:?}", server.events());
+}
+
 async fn run_all(backend: &Backend) {
     refuses_bad_configuration(&backend.state("config").await);
     contract(&backend.state("contract").await).await;
@@ -1524,6 +1795,7 @@ async fn run_all(backend: &Backend) {
     secret_rotation(&backend.state("rotation").await).await;
     accounts(&backend.state("accounts").await).await;
     expiry_grace(&backend.state("expiry").await).await;
+    identity_provider(&backend.state("jwks").await).await;
     redis_down(&backend.state("redis-down").await).await;
     backend.clean_up().await;
 }
