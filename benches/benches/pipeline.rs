@@ -34,7 +34,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::StatusCode;
 use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
-use portcullis::audit::{Auditor, JsonLinesSink, TracingSink};
 use tower::ServiceExt as _;
 
 #[path = "support/fixture.rs"]
@@ -42,7 +41,7 @@ mod fixture;
 #[path = "support/stacks.rs"]
 mod stacks;
 use fixture::token;
-use stacks::{bare, peer_stack, portcullis_stack, request};
+use stacks::{auditor, bare, install_observability, peer_stack, portcullis_stack, request};
 
 fn bench(
     group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>,
@@ -72,24 +71,11 @@ fn pipeline(c: &mut Criterion) {
         .build()
         .unwrap();
     let _enter = rt.enter();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_writer(std::io::sink)
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).unwrap();
-    let _prometheus = portcullis::audit::prometheus::install().unwrap();
+    let _prometheus = install_observability();
     // Our audit records as JSON lines (the demo's sink); the peer stack's
     // as `tracing` JSON events. A row with our `TracingSink` too.
-    let auditor = Auditor::builder()
-        .sink(JsonLinesSink::new(std::io::sink()))
-        .capacity(100_000)
-        .build()
-        .unwrap();
-    let tracing_auditor = Auditor::builder()
-        .sink(TracingSink::new())
-        .capacity(100_000)
-        .build()
-        .unwrap();
+    let auditor = auditor(false);
+    let tracing_auditor = stacks::auditor(true);
 
     let bearer = format!("Bearer {}", token());
     let bare = bare();

@@ -2,9 +2,10 @@
 //! reference server: the same `GET /api/me` over real HTTP on loopback,
 //!
 //! - `bare`: a plain axum handler, no layer (the baseline);
-//! - `pipeline`: the pipeline bench's stack — audit + Prometheus metrics,
-//!   lockout check + rate limit, CSRF, JWT HS256, scope check — on memory
-//!   stores, so its figure is the layers' cost without the demo's database.
+//! - `pipeline`: the pipeline bench's layers (`support/stacks.rs`) — audit
+//!   with Prometheus metrics, lockout check and rate limit, CSRF, JWT HS256,
+//!   scope check — on memory stores, so its figure is the layers' cost
+//!   without the demo's database.
 //!
 //! `load_server <bare|pipeline> <addr>` prints `token <bearer token>` and
 //! `listening <addr>` on stdout, then serves until killed.
@@ -17,17 +18,14 @@ use axum::Router;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use portcullis::Principal;
-use portcullis::audit::{AuditLayer, Auditor, JsonLinesSink};
-use portcullis::authorize::RequireLayer;
-use portcullis::core::MemoryAttemptStore;
-use portcullis::csrf::{CsrfLayer, CsrfSecret, SessionCookie};
-use portcullis::jwt::JwtLayer;
-use portcullis::lockout::{LockoutLayer, RateLimit};
 
 #[path = "../benches/support/fixture.rs"]
 #[allow(dead_code)]
 mod fixture;
-use fixture::{ORIGIN, token, verifier};
+#[path = "../benches/support/stacks.rs"]
+#[allow(dead_code)]
+mod stacks;
+use fixture::token;
 
 /// The demo's `/api/me` body, from the principal.
 async fn me(principal: Principal) -> impl IntoResponse {
@@ -48,30 +46,11 @@ async fn me_bare() -> impl IntoResponse {
 }
 
 fn pipeline() -> Router {
-    let csrf = CsrfLayer::builder(
-        CsrfSecret::new(b"bench-csrf-secret-0123456789-abcdefghij".as_slice()).unwrap(),
+    stacks::with_portcullis(
+        Router::new().route("/api/me", get(me)),
+        stacks::auditor(false),
+        false,
     )
-    .trusted_origin(ORIGIN)
-    .session(SessionCookie::new("sid"))
-    .exempt_requests_without_ambient_credentials(["sid"])
-    .build()
-    .unwrap();
-    // The rate limit runs on every request but never refuses: the load
-    // generator is one client address.
-    let lockout = LockoutLayer::new(MemoryAttemptStore::new(100_000))
-        .with_rate_limit(RateLimit::per_second(100_000_000).unwrap());
-    // One JSON line per decision, as the demo writes them (to /dev/null here).
-    let auditor = Auditor::builder()
-        .sink(JsonLinesSink::new(std::io::sink()))
-        .build()
-        .unwrap();
-    Router::new()
-        .route("/api/me", get(me))
-        .layer(RequireLayer::scopes(["orders:read"]))
-        .layer(JwtLayer::new(verifier()))
-        .layer(csrf)
-        .layer(lockout)
-        .layer(AuditLayer::new(auditor))
 }
 
 #[tokio::main]

@@ -24,12 +24,9 @@ use std::hint::black_box;
 
 use axum::Router;
 use axum::http::StatusCode;
-use portcullis::audit::{AuditLayer, Auditor, JsonLinesSink, TracingSink};
+use portcullis::audit::{AuditLayer, Auditor};
 use portcullis::authorize::RequireLayer;
-use portcullis::core::MemoryAttemptStore;
-use portcullis::csrf::{CsrfLayer, CsrfSecret, SessionCookie};
 use portcullis::jwt::JwtLayer;
-use portcullis::lockout::{LockoutLayer, RateLimit};
 use tower::ServiceExt as _;
 
 #[path = "../benches/support/fixture.rs"]
@@ -37,29 +34,17 @@ use tower::ServiceExt as _;
 mod fixture;
 #[path = "../benches/support/stacks.rs"]
 mod stacks;
-use fixture::{ORIGIN, token, verifier};
-use stacks::{bare, peer_stack, portcullis_stack, request};
-
-fn csrf() -> CsrfLayer {
-    CsrfLayer::builder(
-        CsrfSecret::new(b"bench-csrf-secret-0123456789-abcdefghij".as_slice()).unwrap(),
-    )
-    .trusted_origin(ORIGIN)
-    .session(SessionCookie::new("sid"))
-    .exempt_requests_without_ambient_credentials(["sid"])
-    .build()
-    .unwrap()
-}
+use fixture::{token, verifier};
+use stacks::{
+    auditor, bare, csrf, install_observability, lockout, peer_stack, portcullis_stack, request,
+};
 
 /// One layer alone over the bare route.
 fn single(stack: &str, auditor: &Auditor) -> Router {
     let base = bare();
     match stack {
         "jwt" => base.layer(JwtLayer::new(verifier())),
-        "lockout" => base.layer(
-            LockoutLayer::new(MemoryAttemptStore::new(100_000))
-                .with_rate_limit(RateLimit::per_second(1_000_000).unwrap()),
-        ),
+        "lockout" => base.layer(lockout()),
         "csrf" => base.layer(csrf()),
         "audit" => base.layer(AuditLayer::new(auditor.clone())),
         // Without a principal the check refuses: give it the JWT layer's.
@@ -108,19 +93,8 @@ fn main() {
         .build()
         .unwrap();
     let _enter = rt.enter();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_writer(std::io::sink)
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).unwrap();
-    let _prometheus = portcullis::audit::prometheus::install().unwrap();
-    let builder = Auditor::builder().capacity(100_000);
-    let builder = if std::env::var("SINK").is_ok_and(|s| s == "tracing") {
-        builder.sink(TracingSink::new())
-    } else {
-        builder.sink(JsonLinesSink::new(std::io::sink()))
-    };
-    let auditor = builder.build().unwrap();
+    let _prometheus = install_observability();
+    let auditor = auditor(std::env::var("SINK").is_ok_and(|s| s == "tracing"));
     let bearer = format!("Bearer {}", token());
     let router = router(&stack, &auditor);
     // Warm up (caches, lazily built state) outside the collected function.

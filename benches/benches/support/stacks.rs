@@ -19,7 +19,8 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use portcullis::audit::{AuditLayer, Auditor};
+use portcullis::audit::prometheus::PrometheusHandle;
+use portcullis::audit::{AuditLayer, Auditor, JsonLinesSink, TracingSink};
 use portcullis::authorize::RequireLayer;
 use portcullis::core::{MemoryAttemptStore, PeerAddr};
 use portcullis::csrf::{CsrfLayer, CsrfSecret, SessionCookie};
@@ -49,49 +50,90 @@ pub(crate) async fn ok() -> &'static str {
     "ok"
 }
 
-pub(crate) fn portcullis_stack(
-    auditor: Auditor,
-    cached: bool,
-    one_router_layer_each: bool,
-) -> Router {
-    let mut jwt = JwtLayer::new(verifier());
-    if cached {
-        jwt = jwt.with_token_cache(1024, Duration::from_secs(60));
-    }
-    let csrf = CsrfLayer::builder(
+/// The stacks' CSRF layer: bearer requests without the session cookie are
+/// exempt (they pass after the Fetch-Metadata / origin checks).
+pub(crate) fn csrf() -> CsrfLayer {
+    CsrfLayer::builder(
         CsrfSecret::new(b"bench-csrf-secret-0123456789-abcdefghij".as_slice()).unwrap(),
     )
     .trusted_origin(ORIGIN)
     .session(SessionCookie::new("sid"))
     .exempt_requests_without_ambient_credentials(["sid"])
     .build()
-    .unwrap();
-    let lockout = LockoutLayer::new(MemoryAttemptStore::new(100_000))
-        .with_rate_limit(RateLimit::per_second(1_000_000).unwrap());
-    let audit = AuditLayer::new(auditor);
-    let require = RequireLayer::scopes(["orders:read"]);
-    if one_router_layer_each {
-        // Each layer its own `Router::layer`: axum boxes every level and
-        // clones each box per request.
-        return Router::new()
-            .route("/orders", get(ok))
-            .layer(require)
-            .layer(jwt)
-            .layer(csrf)
-            .layer(lockout)
-            .layer(audit)
-            .with_state(());
+    .unwrap()
+}
+
+/// The stacks' lockout check with a per-address rate limit that never
+/// refuses (one client address may send a million requests a second).
+pub(crate) fn lockout() -> LockoutLayer<MemoryAttemptStore> {
+    LockoutLayer::new(MemoryAttemptStore::new(100_000))
+        .with_rate_limit(RateLimit::per_second(1_000_000).unwrap())
+}
+
+/// The JSON `tracing` subscriber (to `io::sink()`) and the Prometheus
+/// recorder both stacks report to; the handle keeps the recorder alive.
+pub(crate) fn install_observability() -> PrometheusHandle {
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(std::io::sink)
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+    portcullis::audit::prometheus::install().unwrap()
+}
+
+/// An auditor writing JSON lines to `io::sink()` (the demo's sink), or with
+/// `tracing`, through the `tracing` subscriber.
+pub(crate) fn auditor(tracing: bool) -> Auditor {
+    let builder = Auditor::builder().capacity(100_000);
+    let builder = if tracing {
+        builder.sink(TracingSink::new())
+    } else {
+        builder.sink(JsonLinesSink::new(std::io::sink()))
+    };
+    builder.build().unwrap()
+}
+
+/// `routes` behind every Portcullis layer of the pipeline, outermost first,
+/// as one `ServiceBuilder`, finalised.
+pub(crate) fn with_portcullis(routes: Router, auditor: Auditor, cached: bool) -> Router {
+    let mut jwt = JwtLayer::new(verifier());
+    if cached {
+        jwt = jwt.with_token_cache(1024, Duration::from_secs(60));
     }
-    Router::new()
-        .route("/orders", get(ok))
+    routes
         .layer(
             tower::ServiceBuilder::new()
-                .layer(audit)
-                .layer(lockout)
-                .layer(csrf)
+                .layer(AuditLayer::new(auditor))
+                .layer(lockout())
+                .layer(csrf())
                 .layer(jwt)
-                .layer(require),
+                .layer(RequireLayer::scopes(["orders:read"])),
         )
+        .with_state(())
+}
+
+pub(crate) fn portcullis_stack(
+    auditor: Auditor,
+    cached: bool,
+    one_router_layer_each: bool,
+) -> Router {
+    if !one_router_layer_each {
+        return with_portcullis(Router::new().route("/orders", get(ok)), auditor, cached);
+    }
+    let mut jwt = JwtLayer::new(verifier());
+    if cached {
+        jwt = jwt.with_token_cache(1024, Duration::from_secs(60));
+    }
+    let (csrf, lockout) = (csrf(), lockout());
+    // Each layer its own `Router::layer`: axum boxes every level and clones
+    // each box per request.
+    Router::new()
+        .route("/orders", get(ok))
+        .layer(RequireLayer::scopes(["orders:read"]))
+        .layer(jwt)
+        .layer(csrf)
+        .layer(lockout)
+        .layer(AuditLayer::new(auditor))
         .with_state(())
 }
 
