@@ -9,7 +9,8 @@
 //!   hit); a handler calling `jsonwebtoken::decode` itself; axum-jwt-auth's
 //!   `Claims` extractor; jwt-authorizer's layer — on axum 0.7, the newest it
 //!   supports, so a bare axum 0.7 router is measured too. All check `iss`,
-//!   `aud` and `exp` of the same HS256 token.
+//!   `aud` and `exp` of the same HS256 token; the same again (without the
+//!   cache row) for ES256, RS256 and EdDSA tokens.
 //! - `rate_limit`: `LockoutLayer` with only a `RateLimit` (GCRA per client
 //!   address) against tower_governor with the peer-address key, over 1 000
 //!   rotating addresses, limits high enough that nothing is refused.
@@ -45,6 +46,9 @@ use tower::ServiceExt as _;
 
 #[path = "support/fixture.rs"]
 mod fixture;
+#[path = "support/jwt_cases.rs"]
+#[allow(dead_code)]
+mod jwt_cases;
 use fixture::{AUDIENCE, Claims, ISSUER, ORIGIN, SECRET, address, token, verifier};
 
 const SESSION: &str = "3f9a1c7e5b2d4086a1e9c3b7d5f20864";
@@ -265,6 +269,109 @@ fn jwt(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         b.iter(|| jsonwebtoken::decode::<Claims>(black_box(&token), &key, &validation).unwrap())
     });
     group.finish();
+}
+
+/// ES256, RS256, EdDSA: the same checks with the jwt bench's keys and
+/// tokens (`support/jwt_cases.rs`), against the peers that take those keys
+/// from PEM. The signature dominates every row.
+fn jwt_asymmetric(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    for case in jwt_cases::cases().into_iter().filter(|c| c.name != "HS256") {
+        let public = match case.name {
+            "ES256" => include_str!("../keys/ec256.pub.pem"),
+            "RS256" => include_str!("../keys/rsa2048.pub.pem"),
+            _ => include_str!("../keys/ed25519.pub.pem"),
+        };
+        let bearer = [("authorization", format!("Bearer {}", case.token))];
+        let request = |i| get_request(i, &bearer);
+        let bare = Router::new().route("/orders", get(ok)).with_state(());
+        let ours = Router::new()
+            .route("/orders", get(ok))
+            .layer(JwtLayer::new(jwt_cases::verifier(&case)))
+            .with_state(());
+
+        let mut validation = jsonwebtoken::Validation::new(case.alg.to_string().parse().unwrap());
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        let decode = Router::new()
+            .route("/orders", get(decode_handler))
+            .with_state(Bare {
+                key: Arc::new(case.decoding),
+                validation: Arc::new(validation),
+            });
+
+        let alg10: jsonwebtoken10::Algorithm = case.alg.to_string().parse().unwrap();
+        let key10 = match case.name {
+            "ES256" => jsonwebtoken10::DecodingKey::from_ec_pem(public.as_bytes()),
+            "RS256" => jsonwebtoken10::DecodingKey::from_rsa_pem(public.as_bytes()),
+            _ => jsonwebtoken10::DecodingKey::from_ed_pem(public.as_bytes()),
+        }
+        .unwrap();
+        let mut validation10 = jsonwebtoken10::Validation::new(alg10);
+        validation10.set_issuer(&[ISSUER]);
+        validation10.set_audience(&[AUDIENCE]);
+        let decoder = axum_jwt_auth::LocalDecoder::builder()
+            .keys(vec![key10])
+            .validation(validation10)
+            .build()
+            .unwrap();
+        let axum_jwt_auth = Router::new()
+            .route("/orders", get(axum_jwt_auth_handler))
+            .with_state(JwtAuthState {
+                decoder: Arc::new(decoder),
+            });
+
+        let builder = match case.name {
+            "ES256" => jwt_authorizer::JwtAuthorizer::<Claims>::from_ec_pem_text(public),
+            "RS256" => jwt_authorizer::JwtAuthorizer::<Claims>::from_rsa_pem_text(public),
+            _ => jwt_authorizer::JwtAuthorizer::<Claims>::from_ed_pem_text(public),
+        };
+        let authorizer = rt
+            .block_on(
+                builder
+                    .validation(
+                        jwt_authorizer::Validation::new()
+                            .iss(&[ISSUER])
+                            .aud(&[AUDIENCE]),
+                    )
+                    .build(),
+            )
+            .unwrap();
+        let bare07 = axum07::Router::new()
+            .route("/orders", axum07::routing::get(ok))
+            .with_state(());
+        let authorizer07 = axum07::Router::new()
+            .route("/orders", axum07::routing::get(ok))
+            .layer(jwt_authorizer::IntoLayer::into_layer(authorizer))
+            .with_state(());
+
+        let mut group = c.benchmark_group(format!("peers/jwt_{}", case.name.to_lowercase()));
+        settings(&mut group);
+        for (name, router) in [
+            ("bare_axum08", &bare),
+            ("portcullis_layer", &ours),
+            ("jsonwebtoken_decode_in_handler", &decode),
+            ("axum_jwt_auth", &axum_jwt_auth),
+        ] {
+            bench_router(&mut group, rt, name, router, &request, StatusCode::OK);
+        }
+        for (name, router) in [
+            ("bare_axum07", &bare07),
+            ("jwt_authorizer_axum07", &authorizer07),
+        ] {
+            let mut i = 0u32;
+            group.bench_function(name, |b| {
+                b.to_async(rt).iter(|| {
+                    i = i.wrapping_add(1);
+                    let request = request(i);
+                    async move {
+                        let response = router.clone().oneshot(black_box(request)).await.unwrap();
+                        assert_eq!(response.status(), StatusCode::OK);
+                    }
+                })
+            });
+        }
+        group.finish();
+    }
 }
 
 // --- Rate limit ------------------------------------------------------------
@@ -569,6 +676,7 @@ fn peers(c: &mut Criterion) {
         .build()
         .unwrap();
     jwt(c, &rt);
+    jwt_asymmetric(c, &rt);
     rate_limit(c, &rt);
     csrf(c, &rt);
     api_key(c, &rt);
