@@ -9,8 +9,8 @@
 //!   hit); a handler calling `jsonwebtoken::decode` itself; axum-jwt-auth's
 //!   `Claims` extractor; jwt-authorizer's layer — on axum 0.7, the newest it
 //!   supports, so a bare axum 0.7 router is measured too. All check `iss`,
-//!   `aud` and `exp` of the same HS256 token; the same again (without the
-//!   cache row) for ES256, RS256 and EdDSA tokens.
+//!   `aud` and `exp` of the same HS256 token; the same again for ES256,
+//!   RS256 and EdDSA tokens.
 //! - `rate_limit`: `LockoutLayer` with only a `RateLimit` (GCRA per client
 //!   address) against tower_governor with the peer-address key, over 1 000
 //!   rotating addresses, limits high enough that nothing is refused.
@@ -39,7 +39,7 @@ use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use portcullis::api_key::{ApiKeyLayer, MemoryApiKeyStore, NewApiKey};
 use portcullis::core::{MemoryAttemptStore, PeerAddr};
 use portcullis::csrf::{CsrfLayer, CsrfSecret, SessionCookie};
-use portcullis::jwt::JwtLayer;
+use portcullis::jwt::{JwtLayer, JwtVerifier};
 use portcullis::lockout::{LockoutLayer, RateLimit};
 use subtle::ConstantTimeEq as _;
 use tower::ServiceExt as _;
@@ -141,38 +141,101 @@ async fn axum_jwt_auth_handler(claims: axum_jwt_auth::Claims<Claims>) -> StatusC
     StatusCode::OK
 }
 
+/// One JWT group's inputs: the token and the same key for every verifier.
+struct JwtPeerCase {
+    group: String,
+    token: String,
+    verifier: JwtVerifier,
+    alg: String,
+    decoding: jsonwebtoken::DecodingKey,
+    decoding10: jsonwebtoken10::DecodingKey,
+    authorizer: jwt_authorizer::AuthorizerBuilder<Claims>,
+}
+
+/// HS256 with the pipeline's token and secret, then ES256, RS256 and EdDSA
+/// with the jwt bench's keys and tokens (`support/jwt_cases.rs`) for the
+/// peers that take those keys from PEM.
 fn jwt(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
-    let token = token();
-    let bearer = [("authorization", format!("Bearer {token}"))];
+    jwt_group(
+        c,
+        rt,
+        JwtPeerCase {
+            group: "peers/jwt_hs256".into(),
+            token: token(),
+            verifier: verifier(),
+            alg: "HS256".into(),
+            decoding: jsonwebtoken::DecodingKey::from_secret(SECRET.as_bytes()),
+            decoding10: jsonwebtoken10::DecodingKey::from_secret(SECRET.as_bytes()),
+            authorizer: jwt_authorizer::JwtAuthorizer::<Claims>::from_secret(SECRET),
+        },
+    );
+    for case in jwt_cases::cases().into_iter().filter(|c| c.name != "HS256") {
+        let public = match case.name {
+            "ES256" => include_str!("../keys/ec256.pub.pem"),
+            "RS256" => include_str!("../keys/rsa2048.pub.pem"),
+            _ => include_str!("../keys/ed25519.pub.pem"),
+        };
+        let (decoding10, authorizer) = match case.name {
+            "ES256" => (
+                jsonwebtoken10::DecodingKey::from_ec_pem(public.as_bytes()),
+                jwt_authorizer::JwtAuthorizer::<Claims>::from_ec_pem_text(public),
+            ),
+            "RS256" => (
+                jsonwebtoken10::DecodingKey::from_rsa_pem(public.as_bytes()),
+                jwt_authorizer::JwtAuthorizer::<Claims>::from_rsa_pem_text(public),
+            ),
+            _ => (
+                jsonwebtoken10::DecodingKey::from_ed_pem(public.as_bytes()),
+                jwt_authorizer::JwtAuthorizer::<Claims>::from_ed_pem_text(public),
+            ),
+        };
+        jwt_group(
+            c,
+            rt,
+            JwtPeerCase {
+                group: format!("peers/jwt_{}", case.name.to_lowercase()),
+                verifier: jwt_cases::verifier(&case),
+                alg: case.alg.to_string(),
+                token: case.token,
+                decoding: case.decoding,
+                decoding10: decoding10.unwrap(),
+                authorizer,
+            },
+        );
+    }
+}
+
+fn jwt_group(c: &mut Criterion, rt: &tokio::runtime::Runtime, case: JwtPeerCase) {
+    let bearer = [("authorization", format!("Bearer {}", case.token))];
     let request = |i| get_request(i, &bearer);
 
     let bare = Router::new().route("/orders", get(ok)).with_state(());
     let ours = Router::new()
         .route("/orders", get(ok))
-        .layer(JwtLayer::new(verifier()))
+        .layer(JwtLayer::new(case.verifier.clone()))
         .with_state(());
     let ours_cached = Router::new()
         .route("/orders", get(ok))
-        .layer(JwtLayer::new(verifier()).with_token_cache(1024, Duration::from_secs(60)))
+        .layer(JwtLayer::new(case.verifier).with_token_cache(1024, Duration::from_secs(60)))
         .with_state(());
 
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    let mut validation = jsonwebtoken::Validation::new(case.alg.parse().unwrap());
     validation.set_issuer(&[ISSUER]);
     validation.set_audience(&[AUDIENCE]);
+    let key = Arc::new(case.decoding);
+    let validation = Arc::new(validation);
     let decode = Router::new()
         .route("/orders", get(decode_handler))
         .with_state(Bare {
-            key: Arc::new(jsonwebtoken::DecodingKey::from_secret(SECRET.as_bytes())),
-            validation: Arc::new(validation),
+            key: Arc::clone(&key),
+            validation: Arc::clone(&validation),
         });
 
-    let mut validation10 = jsonwebtoken10::Validation::new(jsonwebtoken10::Algorithm::HS256);
+    let mut validation10 = jsonwebtoken10::Validation::new(case.alg.parse().unwrap());
     validation10.set_issuer(&[ISSUER]);
     validation10.set_audience(&[AUDIENCE]);
     let decoder = axum_jwt_auth::LocalDecoder::builder()
-        .keys(vec![jsonwebtoken10::DecodingKey::from_secret(
-            SECRET.as_bytes(),
-        )])
+        .keys(vec![case.decoding10])
         .validation(validation10)
         .build()
         .unwrap();
@@ -185,7 +248,7 @@ fn jwt(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     // jwt-authorizer: axum 0.7 (same http 1 request and body types).
     let authorizer = rt
         .block_on(
-            jwt_authorizer::JwtAuthorizer::<Claims>::from_secret(SECRET)
+            case.authorizer
                 .validation(
                     jwt_authorizer::Validation::new()
                         .iss(&[ISSUER])
@@ -202,48 +265,17 @@ fn jwt(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         .layer(jwt_authorizer::IntoLayer::into_layer(authorizer))
         .with_state(());
 
-    let mut group = c.benchmark_group("peers/jwt_hs256");
+    let mut group = c.benchmark_group(case.group);
     settings(&mut group);
-    bench_router(
-        &mut group,
-        rt,
-        "bare_axum08",
-        &bare,
-        &request,
-        StatusCode::OK,
-    );
-    bench_router(
-        &mut group,
-        rt,
-        "portcullis_layer",
-        &ours,
-        &request,
-        StatusCode::OK,
-    );
-    bench_router(
-        &mut group,
-        rt,
-        "portcullis_cached_hit",
-        &ours_cached,
-        &request,
-        StatusCode::OK,
-    );
-    bench_router(
-        &mut group,
-        rt,
-        "jsonwebtoken_decode_in_handler",
-        &decode,
-        &request,
-        StatusCode::OK,
-    );
-    bench_router(
-        &mut group,
-        rt,
-        "axum_jwt_auth",
-        &axum_jwt_auth,
-        &request,
-        StatusCode::OK,
-    );
+    for (name, router) in [
+        ("bare_axum08", &bare),
+        ("portcullis_layer", &ours),
+        ("portcullis_cached_hit", &ours_cached),
+        ("jsonwebtoken_decode_in_handler", &decode),
+        ("axum_jwt_auth", &axum_jwt_auth),
+    ] {
+        bench_router(&mut group, rt, name, router, &request, StatusCode::OK);
+    }
     for (name, router) in [
         ("bare_axum07", &bare07),
         ("jwt_authorizer_axum07", &authorizer07),
@@ -261,117 +293,12 @@ fn jwt(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         });
     }
     // The work every verifier does, outside any router.
-    let key = jsonwebtoken::DecodingKey::from_secret(SECRET.as_bytes());
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-    validation.set_issuer(&[ISSUER]);
-    validation.set_audience(&[AUDIENCE]);
     group.bench_function("jsonwebtoken_decode_alone", |b| {
-        b.iter(|| jsonwebtoken::decode::<Claims>(black_box(&token), &key, &validation).unwrap())
+        b.iter(|| {
+            jsonwebtoken::decode::<Claims>(black_box(&case.token), &key, &validation).unwrap()
+        })
     });
     group.finish();
-}
-
-/// ES256, RS256, EdDSA: the same checks with the jwt bench's keys and
-/// tokens (`support/jwt_cases.rs`), against the peers that take those keys
-/// from PEM. The signature dominates every row.
-fn jwt_asymmetric(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
-    for case in jwt_cases::cases().into_iter().filter(|c| c.name != "HS256") {
-        let public = match case.name {
-            "ES256" => include_str!("../keys/ec256.pub.pem"),
-            "RS256" => include_str!("../keys/rsa2048.pub.pem"),
-            _ => include_str!("../keys/ed25519.pub.pem"),
-        };
-        let bearer = [("authorization", format!("Bearer {}", case.token))];
-        let request = |i| get_request(i, &bearer);
-        let bare = Router::new().route("/orders", get(ok)).with_state(());
-        let ours = Router::new()
-            .route("/orders", get(ok))
-            .layer(JwtLayer::new(jwt_cases::verifier(&case)))
-            .with_state(());
-
-        let mut validation = jsonwebtoken::Validation::new(case.alg.to_string().parse().unwrap());
-        validation.set_issuer(&[ISSUER]);
-        validation.set_audience(&[AUDIENCE]);
-        let decode = Router::new()
-            .route("/orders", get(decode_handler))
-            .with_state(Bare {
-                key: Arc::new(case.decoding),
-                validation: Arc::new(validation),
-            });
-
-        let alg10: jsonwebtoken10::Algorithm = case.alg.to_string().parse().unwrap();
-        let key10 = match case.name {
-            "ES256" => jsonwebtoken10::DecodingKey::from_ec_pem(public.as_bytes()),
-            "RS256" => jsonwebtoken10::DecodingKey::from_rsa_pem(public.as_bytes()),
-            _ => jsonwebtoken10::DecodingKey::from_ed_pem(public.as_bytes()),
-        }
-        .unwrap();
-        let mut validation10 = jsonwebtoken10::Validation::new(alg10);
-        validation10.set_issuer(&[ISSUER]);
-        validation10.set_audience(&[AUDIENCE]);
-        let decoder = axum_jwt_auth::LocalDecoder::builder()
-            .keys(vec![key10])
-            .validation(validation10)
-            .build()
-            .unwrap();
-        let axum_jwt_auth = Router::new()
-            .route("/orders", get(axum_jwt_auth_handler))
-            .with_state(JwtAuthState {
-                decoder: Arc::new(decoder),
-            });
-
-        let builder = match case.name {
-            "ES256" => jwt_authorizer::JwtAuthorizer::<Claims>::from_ec_pem_text(public),
-            "RS256" => jwt_authorizer::JwtAuthorizer::<Claims>::from_rsa_pem_text(public),
-            _ => jwt_authorizer::JwtAuthorizer::<Claims>::from_ed_pem_text(public),
-        };
-        let authorizer = rt
-            .block_on(
-                builder
-                    .validation(
-                        jwt_authorizer::Validation::new()
-                            .iss(&[ISSUER])
-                            .aud(&[AUDIENCE]),
-                    )
-                    .build(),
-            )
-            .unwrap();
-        let bare07 = axum07::Router::new()
-            .route("/orders", axum07::routing::get(ok))
-            .with_state(());
-        let authorizer07 = axum07::Router::new()
-            .route("/orders", axum07::routing::get(ok))
-            .layer(jwt_authorizer::IntoLayer::into_layer(authorizer))
-            .with_state(());
-
-        let mut group = c.benchmark_group(format!("peers/jwt_{}", case.name.to_lowercase()));
-        settings(&mut group);
-        for (name, router) in [
-            ("bare_axum08", &bare),
-            ("portcullis_layer", &ours),
-            ("jsonwebtoken_decode_in_handler", &decode),
-            ("axum_jwt_auth", &axum_jwt_auth),
-        ] {
-            bench_router(&mut group, rt, name, router, &request, StatusCode::OK);
-        }
-        for (name, router) in [
-            ("bare_axum07", &bare07),
-            ("jwt_authorizer_axum07", &authorizer07),
-        ] {
-            let mut i = 0u32;
-            group.bench_function(name, |b| {
-                b.to_async(rt).iter(|| {
-                    i = i.wrapping_add(1);
-                    let request = request(i);
-                    async move {
-                        let response = router.clone().oneshot(black_box(request)).await.unwrap();
-                        assert_eq!(response.status(), StatusCode::OK);
-                    }
-                })
-            });
-        }
-        group.finish();
-    }
 }
 
 // --- Rate limit ------------------------------------------------------------
@@ -676,7 +603,6 @@ fn peers(c: &mut Criterion) {
         .build()
         .unwrap();
     jwt(c, &rt);
-    jwt_asymmetric(c, &rt);
     rate_limit(c, &rt);
     csrf(c, &rt);
     api_key(c, &rt);
