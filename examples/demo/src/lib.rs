@@ -96,7 +96,7 @@ use portcullis::authenticate::{
 };
 use portcullis::authorize::RequireLayer;
 use portcullis::captcha::{CaptchaLayer, HttpsClient, SiteVerify, TlsRoots};
-use portcullis::circuit_breaker::{BreakerHandle, CircuitBreakerLayer};
+use portcullis::circuit_breaker::{BreakerHandle, CircuitBreakerLayer, State as BreakerState};
 use portcullis::client_ip::ClientIpLayer;
 use portcullis::core::{
     ApiKeyFilter, AttemptPolicy, BoxApiKeyStore, BoxAuditSink, FanOutSink, MemoryAttemptStore,
@@ -1171,7 +1171,7 @@ async fn health_detailed(State(state): State<AppState>) -> Response {
         .0
         .breakers
         .iter()
-        .all(|b| matches!(b.state().as_str(), "closed" | "disabled"));
+        .all(|b| matches!(b.state(), BreakerState::Closed | BreakerState::Disabled));
     body["status"] = json!(if healthy && breakers_closed {
         "ok"
     } else {
