@@ -180,12 +180,12 @@ struct TokenTarget {
     /// A user id (`usr_…`) or email: every token issued to it until now.
     #[arg(long, conflicts_with_all = ["jti", "family"])]
     user: Option<String>,
-    /// One token's `jti`.
-    #[arg(long)]
+    /// One token's `jti`. Ids are base64url and may start with `-`.
+    #[arg(long, allow_hyphen_values = true)]
     jti: Option<String>,
     /// A refresh family (the token's `fam` claim): the session's refresh
     /// token and every access token issued in it.
-    #[arg(long, value_name = "FAM")]
+    #[arg(long, value_name = "FAM", allow_hyphen_values = true)]
     family: Option<String>,
 }
 

@@ -874,6 +874,22 @@ fn a_pepper_from_the_environment_changes_the_digest_not_the_commands() {
 }
 
 #[test]
+fn token_ids_starting_with_a_dash_are_values_not_flags() {
+    // Random base64url ids start with `-` one time in 64.
+    let d = Deployment::sqlite();
+    let out = d.json(&[
+        "tokens",
+        "revoke",
+        "--jti",
+        "-nXb44fs4d2FZLqNr85NGQ",
+        "--family",
+        "-Jq8IM3VTBWuOogHquEyx",
+    ]);
+    assert_eq!(out["jti"], "-nXb44fs4d2FZLqNr85NGQ", "{out}");
+    assert_eq!(out["family"], "-Jq8IM3VTBWuOogHquEyx", "{out}");
+}
+
+#[test]
 fn secret_generate_gives_base64url_of_the_requested_length() {
     let d = Deployment::sqlite();
     let secret = d.ok(&["secret", "generate"]);
