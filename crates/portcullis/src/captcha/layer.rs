@@ -1,6 +1,8 @@
 //! `CaptchaLayer` and the `Captcha` service.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -16,10 +18,30 @@ use tower_service::Service;
 
 use super::replay::{Claim, DEFAULT_REPLAY_CAPACITY, ReplayCache};
 use super::verifier::{CaptchaError, CaptchaToken, CaptchaVerifier, MAX_TOKEN_LEN};
-use crate::lockout::{self, ReadError, ResponseFuture};
+use crate::lockout::{self, ReadError};
 use crate::rejection::{DefaultRejection, RejectionBody, RespondToRejection};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Response future of [`Captcha`]: the whole per-request flow (reading the
+/// token, the provider round trip), boxed once.
+pub struct ResponseFuture<B, E> {
+    inner: Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>,
+}
+
+impl<B, E> fmt::Debug for ResponseFuture<B, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<B, E> Future for ResponseFuture<B, E> {
+    type Output = Result<Response<B>, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
 
 /// Default failures (for the account, or from the address) after which a
 /// CAPTCHA is required: seed 000's 3.

@@ -146,7 +146,7 @@ mod tests;
 #[cfg(all(test, feature = "captcha-tls"))]
 mod tls_tests;
 
-pub use layer::{Captcha, CaptchaLayer, DEFAULT_THRESHOLD, DEFAULT_TOKEN_HEADER};
+pub use layer::{Captcha, CaptchaLayer, DEFAULT_THRESHOLD, DEFAULT_TOKEN_HEADER, ResponseFuture};
 pub use provider::{Provider, is_test_secret};
 pub use replay::DEFAULT_REPLAY_CAPACITY;
 pub use siteverify::{DEFAULT_VERIFY_TIMEOUT, SiteVerify, SiteVerifyBuilder};

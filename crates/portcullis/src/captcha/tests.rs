@@ -5,6 +5,7 @@
 //! `siteverify.rs`; the real-HTTP versions in the interop tests.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -46,8 +47,12 @@ impl CaptchaVerifier for Oracle {
 /// A login handler for `alice`, counting evaluated passwords.
 fn handler(
     evaluated: Arc<AtomicUsize>,
-) -> impl Service<Request<String>, Response = Response<String>, Error = Infallible, Future = impl Send>
-+ Clone
+) -> impl Service<
+    Request<String>,
+    Response = Response<String>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<String>, Infallible>> + Send,
+> + Clone
 + Send
 + 'static {
     service_fn(move |req: Request<String>| {

@@ -22,12 +22,13 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
 use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::Body;
+use pin_project_lite::pin_project;
 use portcullis_core::{
     Admission, AttemptCounts, AttemptKey, AttemptPolicy, AttemptStore, AuthOutcome,
     BlockListStore as _, CaptchaSolved, EventKind, EventLevel, FailureReason, FailureRecord, Lock,
@@ -80,23 +81,120 @@ impl<S: fmt::Debug, St, R: fmt::Debug> fmt::Debug for Lockout<S, St, R> {
 
 crate::macros::define_inner_service_accessors!(Lockout<S, St, R>);
 
-/// Response future of [`Lockout`] (and of the CAPTCHA layer): the whole
-/// per-request flow, boxed once.
-pub struct ResponseFuture<B, E> {
-    pub(crate) inner: Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>,
+pin_project! {
+    /// Response future of [`Lockout`].
+    ///
+    /// A refusal decided in `call` and a request only the in-process checks
+    /// looked at (block list and rate limit, nothing to count) are carried
+    /// without a heap allocation; the full flow — reading the identifier,
+    /// awaiting the store before and after the inner service — is boxed
+    /// once.
+    pub struct ResponseFuture<F, St, R>
+    where
+        F: Future,
+    {
+        #[pin]
+        state: State<F, St, R>,
+    }
 }
 
-impl<B, E> fmt::Debug for ResponseFuture<B, E> {
+pin_project! {
+    #[project = StateProj]
+    enum State<F, St, R>
+    where
+        F: Future,
+    {
+        /// Refused in `call`.
+        Decided { response: Option<F::Output> },
+        /// Passed by the in-process checks: awaits the inner service, then
+        /// settles only if the response names an account or events were
+        /// noted.
+        Local {
+            #[pin]
+            future: F,
+            rest: Option<LocalRest<St, R>>,
+        },
+        /// The full flow, or the settling step after `Local`.
+        Boxed { future: Pin<Box<dyn Future<Output = F::Output> + Send>> },
+    }
+}
+
+/// What a `Local` request keeps for the (rare) settling step.
+struct LocalRest<St, R> {
+    flow: Flow<St, R>,
+    now: SystemTime,
+    ip: Option<IpAddr>,
+    noted: Noted,
+    headers: FormatHeaders,
+}
+
+impl<F: Future, St, R> fmt::Debug for ResponseFuture<F, St, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 
-impl<B, E> Future for ResponseFuture<B, E> {
-    type Output = Result<Response<B>, E>;
+impl<F, St, R, B, E> Future for ResponseFuture<F, St, R>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    St: AttemptStore,
+    R: RespondToRejection<B>,
+    B: Send + 'static,
+    E: Send + 'static,
+{
+    type Output = F::Output;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        loop {
+            let settle = match state.as_mut().project() {
+                StateProj::Decided { response } => {
+                    return Poll::Ready(response.take().expect("polled after completion"));
+                }
+                StateProj::Boxed { future } => return future.as_mut().poll(cx),
+                StateProj::Local { future, rest } => {
+                    let response = ready!(future.poll(cx))?;
+                    let rest = rest.take().expect("polled after completion");
+                    if rest.noted.events.is_empty()
+                        && AuthOutcome::of(&response)
+                            .and_then(AuthOutcome::identifier)
+                            .is_none()
+                    {
+                        return Poll::Ready(Ok(response));
+                    }
+                    rest.settle(response)
+                }
+            };
+            state.set(State::Boxed { future: settle });
+        }
+    }
+}
+
+impl<St: AttemptStore, R> LocalRest<St, R> {
+    /// Nothing was reserved or counted: the context is rebuilt from what
+    /// the pre-check saw, and the response settled as the full flow would.
+    fn settle<B, E>(
+        self,
+        response: Response<B>,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>
+    where
+        R: RespondToRejection<B>,
+        B: Send + 'static,
+        E: Send + 'static,
+    {
+        let Self {
+            flow,
+            now,
+            ip,
+            noted,
+            headers,
+        } = self;
+        Box::pin(async move {
+            let mut ctx = flow.context(now, ip, None);
+            ctx.events = noted.events;
+            ctx.failed_open = noted.failed_open;
+            Ok(flow.after(ctx, &headers, false, response).await)
+        })
     }
 }
 
@@ -114,7 +212,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<ResBody, S::Error>;
+    type Future = ResponseFuture<S::Future, St, R>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -136,44 +234,35 @@ where
             // are checked here, and the future only awaits the response.
             let now = self.config.clock.now();
             let ip = extract::client_ip(&request);
-            let (
-                verdict,
-                Noted {
-                    events,
-                    failed_open,
-                },
-            ) = flow.local_checks(now, ip, block_list);
+            let (verdict, noted) = flow.local_checks(now, ip, block_list);
             if let Verdict::Reject(rejection) = verdict {
-                let response = respond_with(&flow.respond, request.headers(), rejection, events);
+                let response =
+                    respond_with(&flow.respond, request.headers(), rejection, noted.events);
                 return ResponseFuture {
-                    inner: Box::pin(std::future::ready(Ok(response))),
+                    state: State::Decided {
+                        response: Some(Ok(response)),
+                    },
                 };
             }
             request.extensions_mut().insert(AttemptCounts::default());
             let headers = FormatHeaders::of(request.headers());
-            let future = inner.call(request);
-            // Only what the response may need is kept: nothing was
-            // reserved or counted, so the context is rebuilt in the (rare,
-            // boxed) case that the response names an account.
             return ResponseFuture {
-                inner: Box::pin(async move {
-                    let response = future.await?;
-                    if events.is_empty()
-                        && AuthOutcome::of(&response)
-                            .and_then(AuthOutcome::identifier)
-                            .is_none()
-                    {
-                        return Ok(response);
-                    }
-                    let mut ctx = flow.context(now, ip, None);
-                    ctx.events = events;
-                    ctx.failed_open = failed_open;
-                    Ok(Box::pin(flow.after(ctx, &headers, false, response)).await)
-                }),
+                state: State::Local {
+                    future: inner.call(request),
+                    rest: Some(LocalRest {
+                        flow,
+                        now,
+                        ip,
+                        noted,
+                        headers,
+                    }),
+                },
             };
         }
         ResponseFuture {
-            inner: Box::pin(flow.run(inner, request)),
+            state: State::Boxed {
+                future: Box::pin(flow.run(inner, request)),
+            },
         }
     }
 }

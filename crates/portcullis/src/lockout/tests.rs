@@ -5,6 +5,7 @@
 //! time, never with sleeps.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -48,7 +49,7 @@ impl Login {
         Request<String>,
         Response = Response<String>,
         Error = Infallible,
-        Future = impl Send,
+        Future = impl Future<Output = Result<Response<String>, Infallible>> + Send,
     > + Clone
     + Send
     + 'static {
@@ -1142,8 +1143,12 @@ async fn audit_records_of_refused_attempts_carry_the_account_and_one_lock() {
 /// checks that the lockout layer handed it its counts.
 fn reporting_failures(
     calls: &Arc<AtomicUsize>,
-) -> impl Service<Request<String>, Response = Response<String>, Error = Infallible, Future = impl Send>
-+ Clone
+) -> impl Service<
+    Request<String>,
+    Response = Response<String>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<String>, Infallible>> + Send,
+> + Clone
 + Send
 + 'static {
     let calls = Arc::clone(calls);
