@@ -9,6 +9,8 @@
 //!   (`begin(reserve)` then `release`);
 //! - `api_key/lookup`, `csrf/validate`, `block_list/find`: one call each;
 //! - `rate_limit/check`: one shared GCRA step (memory and Redis);
+//! - `lockout_check`: a `LockoutLayer` API request (no identifier: block
+//!   list and the address counter's lock) over each backend;
 //! - `lockout_login`: a whole `LockoutLayer` login request (account and
 //!   account+address reservations, then their release) over each backend.
 //!
@@ -160,12 +162,14 @@ fn per_backend(
     }
 }
 
-fn login_request(i: u64, user: &HeaderValue) -> Request<String> {
+fn lockout_request(i: u64, user: Option<&HeaderValue>) -> Request<String> {
     let mut request = Request::new(String::new());
     request
         .extensions_mut()
         .insert(PeerAddr(SocketAddr::new(ip(i % 10_000), 40_000)));
-    request.headers_mut().insert(USER, user.clone());
+    if let Some(user) = user {
+        request.headers_mut().insert(USER, user.clone());
+    }
     request
 }
 
@@ -267,23 +271,40 @@ fn stores(c: &mut Criterion) {
     }
     group.finish();
 
-    // The whole login check of LockoutLayer over each backend.
-    let mut group = c.benchmark_group("lockout_login");
-    configure(&mut group);
+    // LockoutLayer over each backend: an API request (no identifier: the
+    // block list and the address counter's lock) and a whole login check.
+    lockout_group(c, &rt, &backends, "lockout_check", None);
     let user = HeaderValue::from_static("alice@example.org");
+    lockout_group(c, &rt, &backends, "lockout_login", Some(&user));
+}
+
+/// One `LockoutLayer` request per iteration over each backend's attempt
+/// store, from one of 10 000 addresses; `user`: a login naming that account.
+fn lockout_group(
+    c: &mut Criterion,
+    rt: &Runtime,
+    backends: &[Backend],
+    name: &str,
+    user: Option<&HeaderValue>,
+) {
+    let mut group = c.benchmark_group(name);
+    configure(&mut group);
     for backend in backends.iter().filter(|b| !b.revocation_only) {
         let noop = service_fn(|_req: Request<String>| {
             std::future::ready(Ok::<_, Infallible>(Response::new(String::new())))
         });
-        let svc = LockoutLayer::new(backend.attempts.clone())
-            .with_identifier(IdentifierSource::header(USER))
-            .layer(noop);
+        let layer = LockoutLayer::new(backend.attempts.clone());
+        let svc = match user {
+            Some(_) => layer.with_identifier(IdentifierSource::header(USER)),
+            None => layer,
+        }
+        .layer(noop);
         let mut i = 0u64;
         group.bench_function(backend.name, |b| {
-            b.to_async(&rt).iter(|| {
+            b.to_async(rt).iter(|| {
                 i = i.wrapping_add(1);
                 let svc = svc.clone();
-                let request = login_request(i, &user);
+                let request = lockout_request(i, user);
                 async move {
                     let res = svc.oneshot(request).await.unwrap();
                     assert_eq!(res.status(), 200);
