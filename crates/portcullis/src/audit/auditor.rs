@@ -308,14 +308,20 @@ impl Shared {
     /// prefix and a counter, unique without a syscall per request.
     pub(crate) fn new_trace_id(&self) -> String {
         let n = self.trace_counter.fetch_add(1, Ordering::Relaxed);
-        let mut id = [0u8; 32];
-        for (i, digit) in id.iter_mut().enumerate() {
-            let word = if i < 16 { self.trace_prefix } else { n };
-            let nibble = (word >> (4 * (15 - i % 16))) & 0xf;
-            *digit = b"0123456789abcdef"[usize::try_from(nibble).unwrap_or_default()];
-        }
-        // Hex digits only.
-        String::from_utf8_lossy(&id).into_owned()
+        let mut id = String::with_capacity(32);
+        push_hex(&mut id, self.trace_prefix);
+        push_hex(&mut id, n);
+        id
+    }
+}
+
+/// Appends `word` as 16 lowercase hex digits.
+fn push_hex(out: &mut String, word: u64) {
+    for shift in (0..16).rev() {
+        let nibble = (word >> (4 * shift)) & 0xf;
+        out.push(char::from(
+            b"0123456789abcdef"[usize::try_from(nibble).unwrap_or_default()],
+        ));
     }
 }
 

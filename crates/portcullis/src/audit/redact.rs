@@ -24,6 +24,15 @@ pub(crate) const TOKEN_PREFIX_LEN: usize = 6;
 /// Replaces control characters with `?` and truncates to `max` characters,
 /// marking a cut with `…`.
 pub(crate) fn sanitize(input: &str, max: usize) -> Box<str> {
+    // The common case — printable ASCII within the bound — is copied whole;
+    // the check has no early exit so that it vectorises.
+    if input.len() <= max
+        && input
+            .bytes()
+            .fold(true, |plain, b| plain & (b >= 0x20) & (b < 0x7f))
+    {
+        return input.into();
+    }
     let mut out = String::with_capacity(input.len().min(max * 4));
     for (count, ch) in input.chars().enumerate() {
         if count == max {
@@ -104,6 +113,36 @@ mod tests {
         assert_eq!(&*sanitize("a\nb\u{1b}[31m", 10), "a?b?[31m");
         assert_eq!(&*sanitize("ééééé", 3), "ééé…");
         assert_eq!(&*sanitize("", 3), "");
+        // The printable-ASCII shortcut: within the bound, at it, past it.
+        assert_eq!(&*sanitize("ab", 3), "ab");
+        assert_eq!(&*sanitize("abc", 3), "abc");
+        assert_eq!(&*sanitize("abcd", 3), "abc…");
+        assert_eq!(&*sanitize("a\u{7f}b", 3), "a?b");
+    }
+
+    #[test]
+    fn sanitize_shortcut_agrees_with_the_character_walk() {
+        let walk = |input: &str, max: usize| {
+            let mut out = String::new();
+            for (count, ch) in input.chars().enumerate() {
+                if count == max {
+                    out.push('…');
+                    break;
+                }
+                out.push(if ch.is_control() { '?' } else { ch });
+            }
+            out
+        };
+        for b in 0u8..0x80 {
+            let input = format!("x{}y", char::from(b));
+            for max in 0..5 {
+                assert_eq!(
+                    &*sanitize(&input, max),
+                    walk(&input, max),
+                    "{input:?} {max}"
+                );
+            }
+        }
     }
 
     #[test]
