@@ -29,7 +29,7 @@ pub(crate) fn sanitize(input: &str, max: usize) -> Box<str> {
     if input.len() <= max
         && input
             .bytes()
-            .fold(true, |plain, b| plain & (b >= 0x20) & (b < 0x7f))
+            .fold(true, |plain, b| plain & (0x20..0x7f).contains(&b))
     {
         return input.into();
     }
