@@ -28,6 +28,10 @@
 //! Results and ratios: `docs/benchmarks.md`.
 #![allow(clippy::unwrap_used)] // benchmark setup: a failure is a broken benchmark
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::time::Duration;
 

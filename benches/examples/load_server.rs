@@ -11,6 +11,10 @@
 //! `listening <addr>` on stdout, then serves until killed.
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a benchmark server
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::Write as _;
 use std::net::SocketAddr;
 

@@ -10,6 +10,7 @@
 #
 #   benches/load/run.sh                   # 3 rounds of 10 s, 64 connections
 #   ROUNDS=5 DURATION=20s CONNECTIONS=128 benches/load/run.sh
+#   BENCH_FEATURES=mimalloc benches/load/run.sh   # bare and pipeline on mimalloc
 #
 # Needs wrk (Debian package `wrk`; installed when missing and root/sudo is
 # available) and curl. Results: docs/benchmarks.md, "Load test".
@@ -32,7 +33,7 @@ fi
 
 echo "==> building (release)" >&2
 cargo build -q --release -p portcullis-demo --bin portcullis-demo
-cargo build -q --release -p portcullis-benches --example load_server
+cargo build -q --release -p portcullis-benches --example load_server ${BENCH_FEATURES:+--features "$BENCH_FEATURES"}
 bin="$CARGO_TARGET_DIR/release"
 
 work="$(mktemp -d)"

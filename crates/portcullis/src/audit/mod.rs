@@ -20,6 +20,13 @@
 //! [`JsonLinesSink`], the bounded [`MemoryAuditSink`], a database. A full
 //! queue drops and counts; a slow sink never slows a request.
 //!
+//! The background task frees, on its thread, what the request thread
+//! allocated for each record. glibc's `malloc` serialises such frees on an
+//! arena lock, which on a busy two-core machine costs the request thread
+//! more than the records do (`docs/benchmarks.md`, "The allocator decides
+//! the wall time"). Run services that audit on an allocator with per-thread
+//! heaps, such as mimalloc or jemalloc.
+//!
 //! Nothing secret reaches a record: only the first six characters of a
 //! credential (`token_prefix`; for an API key its labels and public key
 //! id, `pc_live_3kq9x0c1v2b7`), email-like identifiers as keyed pseudonyms
