@@ -8,6 +8,24 @@ use http::{Request, Response};
 use portcullis_core::Principal;
 use tower::{Service, service_fn};
 
+/// An inner service for the layer tests: string bodies, never failing, a
+/// `Send` future, cloneable — what the layers' `Service` impls ask of it.
+pub(crate) trait StringService:
+    Service<Request<String>, Response = Response<String>, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<T> StringService for T where
+    T: Service<Request<String>, Response = Response<String>, Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + 'static
+{
+}
+
 /// A counting echo service that returns the principal's subject, so tests
 /// can assert both what reached the handler and whether anything did.
 #[derive(Clone, Default)]
@@ -22,10 +40,7 @@ impl Echo {
     }
 
     /// The service; clones share the counter.
-    pub(crate) fn service(
-        &self,
-    ) -> impl Service<Request<String>, Response = Response<String>, Error = Infallible, Future: Send>
-    + Clone {
+    pub(crate) fn service(&self) -> impl StringService {
         let calls = Arc::clone(&self.calls);
         service_fn(move |req: Request<String>| {
             calls.fetch_add(1, Ordering::SeqCst);

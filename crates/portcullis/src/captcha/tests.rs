@@ -5,7 +5,6 @@
 //! `siteverify.rs`; the real-HTTP versions in the interop tests.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -20,6 +19,7 @@ use tower::{Layer, Service, ServiceExt, service_fn};
 
 use super::*;
 use crate::lockout::{IdentifierSource, LockoutLayer};
+use crate::test_support::StringService;
 
 const PASSWORD: &str = "correct-horse";
 
@@ -45,16 +45,7 @@ impl CaptchaVerifier for Oracle {
 }
 
 /// A login handler for `alice`, counting evaluated passwords.
-fn handler(
-    evaluated: Arc<AtomicUsize>,
-) -> impl Service<
-    Request<String>,
-    Response = Response<String>,
-    Error = Infallible,
-    Future = impl Future<Output = Result<Response<String>, Infallible>> + Send,
-> + Clone
-+ Send
-+ 'static {
+fn handler(evaluated: Arc<AtomicUsize>) -> impl StringService {
     service_fn(move |req: Request<String>| {
         let evaluated = Arc::clone(&evaluated);
         async move {

@@ -5,7 +5,6 @@
 //! time, never with sleeps.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -21,6 +20,7 @@ use portcullis_core::{
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 use super::*;
+use crate::test_support::StringService;
 
 const NOW: u64 = 1_700_000_000;
 const PASSWORD: &str = "correct horse battery staple";
@@ -43,16 +43,7 @@ impl Login {
         self.evaluated.load(Ordering::SeqCst)
     }
 
-    fn service(
-        &self,
-    ) -> impl Service<
-        Request<String>,
-        Response = Response<String>,
-        Error = Infallible,
-        Future = impl Future<Output = Result<Response<String>, Infallible>> + Send,
-    > + Clone
-    + Send
-    + 'static {
+    fn service(&self) -> impl StringService {
         let evaluated = Arc::clone(&self.evaluated);
         service_fn(move |req: Request<String>| {
             let evaluated = Arc::clone(&evaluated);
@@ -1141,16 +1132,7 @@ async fn audit_records_of_refused_attempts_carry_the_account_and_one_lock() {
 
 /// An inner layer that reports a failed credential for `svc-billing` and
 /// checks that the lockout layer handed it its counts.
-fn reporting_failures(
-    calls: &Arc<AtomicUsize>,
-) -> impl Service<
-    Request<String>,
-    Response = Response<String>,
-    Error = Infallible,
-    Future = impl Future<Output = Result<Response<String>, Infallible>> + Send,
-> + Clone
-+ Send
-+ 'static {
+fn reporting_failures(calls: &Arc<AtomicUsize>) -> impl StringService {
     let calls = Arc::clone(calls);
     service_fn(move |req: Request<String>| {
         let calls = Arc::clone(&calls);
