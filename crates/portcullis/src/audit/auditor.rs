@@ -35,8 +35,9 @@ pub struct Auditor {
 
 /// A queued item: a record reported out of band, or an audited request
 /// whose records the consumer builds.
-// Entries stay inline: boxing would cost an allocation per audited request,
-// and the queue is bounded (10 000 entries by default, about 5 MiB).
+// Entries stay inline: boxing would cost an allocation per audited request
+// (freed on the consumer's thread), and the queue is bounded (10 000
+// entries of at most 1 KiB by default).
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Pending {
     Record(AuditRecord),

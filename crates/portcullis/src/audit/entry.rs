@@ -1,10 +1,11 @@
 //! What the audit layer queues per request, and how the consumer turns it
 //! into records.
 //!
-//! The request path only copies what it must (reference-counted header
-//! values, the URI, the outcome) and counts metrics; sanitizing,
-//! pseudonymizing (an HMAC per email) and building records happens on the
-//! consumer task, off the request path.
+//! While the request runs, the layer holds reference-counted clones of the
+//! header values and the URI. When a record is due, the request path copies
+//! the few bytes it needs into the queued entry ([`Copied`]) and counts
+//! metrics; sanitizing, pseudonymizing (an HMAC per email) and building
+//! records happens on the consumer task, off the request path.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -18,15 +19,17 @@ use portcullis_core::{
 };
 
 use super::auditor::{Shared, count_event, fill_from_event};
+use super::copied::{Copied, enough_chars, enough_lossy_bytes};
 use super::redact::{MAX_ENDPOINT, MAX_USER_AGENT, sanitize, token_prefix};
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
-/// What the layer keeps from the request until the response arrives.
-/// Header values are reference-counted slices: keeping them costs no copy,
-/// and nothing is parsed unless a record is written.
+/// What the layer keeps from the request until the response arrives, on
+/// the request's thread. Header values are reference-counted slices:
+/// keeping them costs no copy, and nothing is parsed unless a record is
+/// written.
 pub(crate) struct RequestFacts {
     pub(crate) start: Instant,
     method: Method,
@@ -64,14 +67,14 @@ impl RequestFacts {
 
     /// The trace id: W3C `traceparent`'s trace-id, else a well-formed
     /// `X-Request-Id`, else none (the auditor generates one).
-    fn trace_id(&self) -> Option<String> {
+    fn trace_id(&self) -> Option<&str> {
         if let Some(id) = self
             .traceparent
             .as_ref()
             .and_then(|v| v.to_str().ok())
             .and_then(traceparent_trace_id)
         {
-            return Some(id.to_owned());
+            return Some(id);
         }
         self.request_id
             .as_ref()
@@ -82,10 +85,9 @@ impl RequestFacts {
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
             })
-            .map(str::to_owned)
     }
 
-    fn token_prefix(&self) -> Option<Box<str>> {
+    fn token_prefix(&self) -> Option<&str> {
         if let Some(value) = self.authorization.as_ref().and_then(|v| v.to_str().ok()) {
             let credential = value
                 .split_once(' ')
@@ -104,12 +106,12 @@ impl RequestFacts {
 /// An API key's labels and public key id (`pc_live_3kq9x0c1v2b7`), never
 /// its secret; `None` for a credential not shaped like one.
 #[cfg(feature = "api-key")]
-fn api_key_prefix(credential: &str) -> Option<Box<str>> {
-    crate::api_key::public_prefix(credential).map(Into::into)
+fn api_key_prefix(credential: &str) -> Option<&str> {
+    crate::api_key::public_prefix(credential)
 }
 
 #[cfg(not(feature = "api-key"))]
-fn api_key_prefix(_credential: &str) -> Option<Box<str>> {
+fn api_key_prefix(_credential: &str) -> Option<&str> {
     None
 }
 
@@ -150,8 +152,9 @@ pub(crate) struct Decision {
     kind: EventKind,
     reason: Option<FailureReason>,
     method: Option<AuthMethod>,
-    user: Option<Arc<str>>,
-    outcome: Option<AuthOutcome>,
+    /// Who it is about, copied: the outcome's subject or identifier, or the
+    /// rejection's subject.
+    user: Option<User>,
     shadow: bool,
     fallback: bool,
     layer: &'static str,
@@ -164,6 +167,11 @@ impl Decision {
         let outcome = AuthOutcome::of(response);
         let rejection = response.extensions().get::<Rejection>();
         let missing = missing_permissions(response);
+        let user = match outcome {
+            Some(outcome) => outcome.subject().or_else(|| outcome.identifier()),
+            None => rejection.and_then(Rejection::subject),
+        }
+        .map(|user| User::new(user.as_bytes()));
         match (outcome, rejection) {
             // Authenticated, then refused further in (authorization, CSRF
             // after login, …): the refusal is the decision.
@@ -171,8 +179,7 @@ impl Decision {
                 kind: kind_of_reason(rejection.reason()),
                 reason: Some(rejection.reason()),
                 method: Some(outcome.method()),
-                user: None,
-                outcome: Some(outcome.clone()),
+                user,
                 shadow: false,
                 fallback: outcome.is_fallback(),
                 layer: layer_of_reason(rejection.reason(), Some(outcome.method())),
@@ -186,8 +193,7 @@ impl Decision {
                 },
                 reason: outcome.reason(),
                 method: Some(outcome.method()),
-                user: None,
-                outcome: Some(outcome.clone()),
+                user,
                 shadow: outcome.is_shadow(),
                 fallback: outcome.is_fallback(),
                 layer: method_layer(outcome.method()),
@@ -197,8 +203,7 @@ impl Decision {
                 kind: kind_of_reason(rejection.reason()),
                 reason: Some(rejection.reason()),
                 method: None,
-                user: rejection.subject().map(Arc::from),
-                outcome: None,
+                user,
                 shadow: false,
                 fallback: false,
                 layer: layer_of_reason(rejection.reason(), None),
@@ -220,22 +225,33 @@ impl Decision {
             (Some(reason), false) => shared.metrics.failure(reason, self.method),
         }
     }
-
-    fn user(&self) -> Option<&str> {
-        self.user.as_deref().or_else(|| {
-            let outcome = self.outcome.as_ref()?;
-            outcome.subject().or_else(|| outcome.identifier())
-        })
-    }
 }
 
-/// One audited request, waiting in the queue.
+// Room in a queued entry for each copied value; longer values spill to the
+// heap (`Copied`). Most paths, user agents and subjects fit.
+type Endpoint = Copied<128>;
+type UserAgent = Copied<256>;
+type TraceId = Copied<64>;
+type Prefix = Copied<48>;
+type User = Copied<64>;
+
+/// One audited request, waiting in the queue. It owns no heap memory
+/// unless a value spilled or the response carried events or a missing
+/// permission: the consumer, on another thread, frees nothing the request
+/// thread allocated (module [`copied`](super::copied)).
 pub(crate) struct RequestEntry {
-    pub(crate) facts: RequestFacts,
-    pub(crate) timestamp: SystemTime,
-    pub(crate) status: u16,
-    pub(crate) decision: Option<Decision>,
-    pub(crate) events: Vec<SecurityEvent>,
+    timestamp: SystemTime,
+    status: u16,
+    method: Method,
+    ip: Option<IpAddr>,
+    /// The path, cut to what `sanitize` reads.
+    endpoint: Endpoint,
+    /// The raw header bytes, cut to what `sanitize` reads.
+    user_agent: Option<UserAgent>,
+    trace_id: Option<TraceId>,
+    token_prefix: Option<Prefix>,
+    decision: Option<Decision>,
+    events: Vec<SecurityEvent>,
 }
 
 impl RequestEntry {
@@ -243,7 +259,7 @@ impl RequestEntry {
     /// when there is nothing to record.
     pub(crate) fn capture<B>(
         shared: &Shared,
-        facts: RequestFacts,
+        facts: &RequestFacts,
         response: &Response<B>,
     ) -> Option<Self> {
         let decision = Decision::of(response);
@@ -258,9 +274,17 @@ impl RequestEntry {
             count_event(shared, event);
         }
         Some(Self {
-            facts,
             timestamp: shared.clock.now(),
             status: response.status().as_u16(),
+            method: facts.method.clone(),
+            ip: facts.ip,
+            endpoint: Endpoint::new(enough_chars(facts.uri.path(), MAX_ENDPOINT).as_bytes()),
+            user_agent: facts
+                .user_agent
+                .as_ref()
+                .map(|v| UserAgent::new(enough_lossy_bytes(v.as_bytes(), MAX_USER_AGENT))),
+            trace_id: facts.trace_id().map(|id| TraceId::new(id.as_bytes())),
+            token_prefix: facts.token_prefix().map(|p| Prefix::new(p.as_bytes())),
             decision,
             events: events.to_vec(),
         })
@@ -270,22 +294,21 @@ impl RequestEntry {
     /// event itself (its record carries more: counts, lock end), then one
     /// per event.
     pub(crate) fn into_records(self, shared: &Shared, out: &mut Vec<AuditRecord>) {
-        let facts = &self.facts;
-        let trace_id: Arc<str> = facts
-            .trace_id()
-            .unwrap_or_else(|| shared.new_trace_id())
-            .into();
-        let endpoint = sanitize(facts.uri.path(), MAX_ENDPOINT);
-        let user_agent = facts
+        let trace_id: Arc<str> = match &self.trace_id {
+            Some(id) => id.as_str().into(),
+            None => shared.new_trace_id().into(),
+        };
+        let endpoint = sanitize(self.endpoint.as_str(), MAX_ENDPOINT);
+        let user_agent = self
             .user_agent
             .as_ref()
             .map(|v| sanitize(&String::from_utf8_lossy(v.as_bytes()), MAX_USER_AGENT));
-        let prefix = facts.token_prefix();
+        let prefix: Option<Box<str>> = self.token_prefix.as_ref().map(|p| p.as_str().into());
         let base = |kind: EventKind| {
             let mut record = AuditRecord::new(kind, self.timestamp, trace_id.clone());
-            record.ip_address = facts.ip;
+            record.ip_address = self.ip;
             record.endpoint = Some(endpoint.clone());
-            record.http_method = Some(facts.method.as_str().into());
+            record.http_method = Some(self.method.as_str().into());
             record.user_agent.clone_from(&user_agent);
             record.status = Some(self.status);
             record.token_prefix.clone_from(&prefix);
@@ -301,8 +324,9 @@ impl RequestEntry {
             record.failure_reason = decision.reason;
             record.auth_method = decision.method;
             record.user_id = decision
-                .user()
-                .map(|user| shared.pseudonyms.identifier(user));
+                .user
+                .as_ref()
+                .map(|user| shared.pseudonyms.identifier(user.as_str()));
             record.shadow = decision.shadow;
             record.fallback = decision.fallback;
             record.layer = Some(decision.layer);
@@ -311,7 +335,7 @@ impl RequestEntry {
         }
         for event in &self.events {
             let mut record = base(event.kind());
-            fill_from_event(&mut record, event, facts.ip, &shared.pseudonyms);
+            fill_from_event(&mut record, event, self.ip, &shared.pseudonyms);
             out.push(record);
         }
     }
@@ -361,6 +385,49 @@ const fn layer_of_reason(reason: FailureReason, method: Option<AuthMethod>) -> &
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_typical_entry_owns_no_heap_memory_and_stays_small() {
+        use crate::{AuthOutcome, Principal};
+
+        let request = Request::get("/api/orders/42?page=2")
+            .header(
+                USER_AGENT,
+                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
+                 Chrome/131.0.0.0 Safari/537.36",
+            )
+            .header(AUTHORIZATION, "Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig")
+            .header(
+                TRACEPARENT,
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )
+            .body(())
+            .unwrap();
+        let facts = RequestFacts::new(&request, &TrustedProxies::none());
+        let mut response = Response::new(());
+        let principal = Principal::new("user-7f3a9c", crate::PrincipalKind::User);
+        AuthOutcome::authenticated(AuthMethod::Jwt, &principal).attach(&mut response);
+        let auditor = crate::audit::Auditor::builder();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let auditor = runtime.block_on(async { auditor.build().unwrap() });
+        let entry = RequestEntry::capture(&auditor.shared, &facts, &response).unwrap();
+        assert!(entry.endpoint.is_inline());
+        assert_eq!(entry.endpoint.as_str(), "/api/orders/42");
+        assert!(entry.user_agent.as_ref().unwrap().is_inline());
+        assert_eq!(
+            entry.trace_id.as_ref().unwrap().as_str(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(entry.token_prefix.as_ref().unwrap().as_str(), "eyJhbG");
+        let user = entry.decision.as_ref().unwrap().user.as_ref().unwrap();
+        assert!(user.is_inline());
+        assert_eq!(user.as_str(), "user-7f3a9c");
+        assert!(entry.events.is_empty() && entry.decision.as_ref().unwrap().missing.is_none());
+        // The queue holds up to `capacity` of these by value.
+        assert!(size_of::<super::super::auditor::Pending>() <= 1024);
+    }
 
     #[test]
     fn traceparent_is_parsed_strictly() {

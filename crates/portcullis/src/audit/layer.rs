@@ -143,10 +143,12 @@ where
             let shared = &this.auditor.shared;
             shared.metrics.request(facts.start.elapsed().as_secs_f64());
             if let Ok(response) = &result
-                && let Some(entry) = RequestEntry::capture(shared, facts, response)
+                && let Some(entry) = RequestEntry::capture(shared, &facts, response)
             {
                 shared.push(Pending::Request(entry));
             }
+            // The facts' clones are released here, on the request's thread.
+            drop(facts);
         }
         Poll::Ready(result)
     }

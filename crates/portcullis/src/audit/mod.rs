@@ -20,12 +20,14 @@
 //! [`JsonLinesSink`], the bounded [`MemoryAuditSink`], a database. A full
 //! queue drops and counts; a slow sink never slows a request.
 //!
-//! The background task frees, on its thread, what the request thread
-//! allocated for each record. glibc's `malloc` serialises such frees on an
-//! arena lock, which on a busy two-core machine costs the request thread
-//! more than the records do (`docs/benchmarks.md`, "The allocator decides
-//! the wall time"). Run services that audit on an allocator with per-thread
-//! heaps, such as mimalloc or jemalloc.
+//! A queued request owns no heap memory in the common case: the request
+//! path copies the path, user agent, trace id, credential prefix and
+//! subject into the entry, so the background task, on another thread, frees
+//! nothing the request thread allocated (glibc's `malloc` serialises such
+//! frees on an arena lock; `docs/benchmarks.md`, "The allocator decides the
+//! wall time"), and no header value keeps a connection's read buffer alive
+//! while it waits. Responses that carry [`SecurityEvent`]s or a missing
+//! permission still hand those over.
 //!
 //! Nothing secret reaches a record: only the first six characters of a
 //! credential (`token_prefix`; for an API key its labels and public key
@@ -82,6 +84,7 @@
 //! [`MemoryAuditSink`]: crate::core::MemoryAuditSink
 
 mod auditor;
+mod copied;
 mod entry;
 mod layer;
 pub mod metrics;
