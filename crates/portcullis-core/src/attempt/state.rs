@@ -10,6 +10,8 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use smallvec::SmallVec;
+
 use super::{Admission, AttemptPolicy, AttemptStatus, FailureRecord, Lock, ResetScope};
 use crate::{StoreError, StoreErrorKind};
 
@@ -42,6 +44,11 @@ fn time_of(s: Secs) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(u64::from(s))
 }
 
+/// Failure times, ascending. The first few stay inline: most states hold
+/// one or a handful (the policy's limit is usually single digits), and a
+/// store applying an operation should not allocate for them.
+type Log = SmallVec<[Secs; 4]>;
+
 /// Everything a store remembers about one [`AttemptKey`](super::AttemptKey).
 ///
 /// Methods mirror [`AttemptStore`](super::AttemptStore)'s, minus the key:
@@ -51,7 +58,7 @@ fn time_of(s: Secs) -> SystemTime {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AttemptState {
     /// Failure times, ascending, at most `limit` of them.
-    log: Vec<Secs>,
+    log: Log,
     consecutive: u32,
     locks: u32,
     in_flight: u32,
@@ -206,7 +213,7 @@ impl AttemptState {
         self.refresh_secs(now);
         self.end_reservation(reserved);
         let from = now.saturating_sub(duration_secs(policy.window));
-        self.log.retain(|&t| t > from);
+        self.log.retain(|t| *t > from);
         // Instances' clocks differ by a little: keep the log sorted even when
         // this failure is "earlier" than the last one recorded.
         let at = self.log.partition_point(|&t| t <= now);
@@ -308,6 +315,42 @@ impl AttemptState {
         was
     }
 
+    /// Packs the state for the memory store's address map, unless it does
+    /// not fit: more than one failure, one at second 0, or more than
+    /// `u16::MAX` locks or reservations. The store keeps those whole.
+    pub(crate) fn pack(&self) -> Option<PackedState> {
+        let first = match self.log.as_slice() {
+            [] => 0,
+            &[only] if only != 0 => only,
+            _ => return None,
+        };
+        Some(PackedState {
+            consecutive: self.consecutive,
+            locks: u16::try_from(self.locks).ok()?,
+            in_flight: u16::try_from(self.in_flight).ok()?,
+            in_flight_until: self.in_flight_until,
+            lock_until: self.lock_until,
+            keep_until: self.keep_until,
+            first,
+        })
+    }
+
+    /// The state [`pack`](Self::pack) packed.
+    pub(crate) fn unpack(packed: PackedState) -> Self {
+        Self {
+            log: match packed.first {
+                0 => Log::new(),
+                first => smallvec::smallvec![first],
+            },
+            consecutive: packed.consecutive,
+            locks: packed.locks.into(),
+            in_flight: packed.in_flight.into(),
+            in_flight_until: packed.in_flight_until,
+            lock_until: packed.lock_until,
+            keep_until: packed.keep_until,
+        }
+    }
+
     /// The lock's end as stored: `0` none, `u32::MAX` until unlocked, else
     /// seconds since the epoch. SQL backends keep it in its own column to
     /// list locked keys with an index.
@@ -371,7 +414,7 @@ impl AttemptState {
         if parts.next().is_some() {
             return Err(corrupt());
         }
-        let mut log = Vec::new();
+        let mut log = Log::new();
         if !log_text.is_empty() {
             for t in log_text.split(',') {
                 if log.len() >= MAX_LOG {
@@ -396,6 +439,29 @@ impl AttemptState {
     }
 }
 
+/// [`AttemptState`] without a pointer, for the memory store's address map:
+/// 24 bytes, 4-byte aligned, so an entry with its 16-byte key is 40 bytes.
+/// It holds a log of at most one failure.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PackedState {
+    consecutive: u32,
+    locks: u16,
+    in_flight: u16,
+    in_flight_until: u32,
+    lock_until: u32,
+    keep_until: u32,
+    /// The only failure time; 0 when the log is empty.
+    first: Secs,
+}
+
+impl PackedState {
+    /// Whether this entry may stand for a state kept whole elsewhere: the
+    /// store writes such entries with an empty log.
+    pub(crate) const fn may_be_spilled(&self) -> bool {
+        self.first == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,6 +483,34 @@ mod tests {
         state.record_failure(&policy, false, at(3));
         assert!(state.lock_at(at(3)).is_some());
         assert_eq!(AttemptState::decode(&state.encode()).unwrap(), state);
+    }
+
+    #[test]
+    fn packing_round_trips_what_fits_and_refuses_the_rest() {
+        let round_trip = |state: &AttemptState| AttemptState::unpack(state.pack().unwrap());
+        let policy = AttemptPolicy::new(3, Duration::from_secs(60), Duration::from_secs(100));
+        let mut state = AttemptState::default();
+        assert_eq!(round_trip(&state), state);
+        state.begin(&policy, true, at(0));
+        assert_eq!(round_trip(&state), state);
+        state.record_failure(&policy, true, at(1));
+        assert_eq!(round_trip(&state), state);
+        state.record_failure(&policy, false, at(2));
+        assert_eq!(state.pack(), None, "two failures do not fit");
+        state.record_failure(&policy, false, at(3));
+        assert!(state.lock_at(at(3)).is_some());
+        assert_eq!(round_trip(&state), state, "locking cleared the log");
+        // A failure at second 0 (a clock before 1970) cannot sit in `first`.
+        let mut early = AttemptState::default();
+        early.record_failure(&policy, false, UNIX_EPOCH);
+        assert_eq!(early.pack(), None);
+        let many = AttemptState {
+            in_flight: u32::from(u16::MAX) + 1,
+            ..AttemptState::default()
+        };
+        assert_eq!(many.pack(), None);
+        assert_eq!(size_of::<PackedState>(), 24);
+        assert_eq!(align_of::<PackedState>(), 4);
     }
 
     #[test]
