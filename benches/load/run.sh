@@ -5,7 +5,8 @@
 #   pipeline  — the pipeline bench's stack on memory stores (load_server pipeline),
 #   demo      — the reference server, examples/demo, on its embedded SQLite.
 # Rounds are interleaved (bare, pipeline, demo, bare, ...) and the median
-# round is reported, with each figure as a ratio to bare from the same run.
+# round is reported, with each figure as a ratio to bare from the same run,
+# and the server's CPU time per request (user + system, from /proc).
 # Ends by itself; servers are stopped on exit.
 #
 #   benches/load/run.sh                   # 3 rounds of 10 s, 64 connections
@@ -91,6 +92,11 @@ start() {
     [ "$status" = 200 ] || { echo "$target: GET /api/me answered $status" >&2; return 1; }
 }
 
+# The server's CPU time so far, user and system, in clock ticks.
+cpu_ticks() {
+    awk '{ print $14, $15 }' "/proc/$server_pid/stat"
+}
+
 # wrk's latency in microseconds ("1.23ms" -> 1230).
 to_us() {
     awk -v v="$1" 'BEGIN {
@@ -108,16 +114,25 @@ for round in $(seq "$ROUNDS"); do
         port=$((port + 1))
         addr="127.0.0.1:$port"
         start "$target" "$addr"
+        read -r user0 sys0 < <(cpu_ticks)
         wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
             -H "authorization: Bearer $TOKEN" "http://$addr/api/me" > "$work/wrk.out"
+        read -r user1 sys1 < <(cpu_ticks)
         stop_server
+        # Server CPU per request: what the layers cost the server, whatever
+        # wrk and the kernel's loopback make of the throughput.
+        requests="$(awk '/ requests in / {print $1}' "$work/wrk.out")"
+        cpu_us() { awk -v t="$1" -v n="$requests" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t * 1e6 / hz / n }'; }
+        user_us="$(cpu_us $((user1 - user0)))"
+        sys_us="$(cpu_us $((sys1 - sys0)))"
         rps="$(awk '/^Requests\/sec:/ {print $2}' "$work/wrk.out")"
         p50="$(to_us "$(awk '$1 == "50%" {print $2}' "$work/wrk.out")")"
         p99="$(to_us "$(awk '$1 == "99%" {print $2}' "$work/wrk.out")")"
         errors="$(awk '/Non-2xx|Socket errors/ {print}' "$work/wrk.out" | tr '\n' ' ')"
         [ -z "$errors" ] || { echo "$target round $round: $errors" >&2; exit 1; }
-        echo "$target $round $rps $p50 $p99" >> "$results"
-        printf '  round %s %-9s %10.0f req/s  p50 %6s us  p99 %6s us\n' "$round" "$target" "$rps" "$p50" "$p99" >&2
+        echo "$target $round $rps $p50 $p99 $user_us $sys_us" >> "$results"
+        printf '  round %s %-9s %10.0f req/s  p50 %6s us  p99 %6s us  server CPU %s + %s us/req\n' \
+            "$round" "$target" "$rps" "$p50" "$p99" "$user_us" "$sys_us" >&2
     done
 done
 
@@ -126,10 +141,11 @@ median() { sort -k3,3n | awk '{ a[NR] = $0 } END { print a[int((NR + 1) / 2)] }'
 bare_rps="$(grep '^bare ' "$results" | median | awk '{print $3}')"
 echo
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS rounds, median round; $(nproc) cores, $(date -u +%Y-%m-%d)"
-printf '| %-9s | %10s | %9s | %8s | %8s |\n' target "req/s" "÷ bare" "p50 µs" "p99 µs"
-printf '| %-9s | %10s | %9s | %8s | %8s |\n' --- --- --- --- ---
+printf '| %-9s | %10s | %9s | %8s | %8s | %17s |\n' target "req/s" "÷ bare" "p50 µs" "p99 µs" "server CPU µs/req"
+printf '| %-9s | %10s | %9s | %8s | %8s | %17s |\n' --- --- --- --- --- ---
 for target in "${targets[@]}"; do
-    read -r _ _ rps p50 p99 < <(grep "^$target " "$results" | median)
+    read -r _ _ rps p50 p99 user_us sys_us < <(grep "^$target " "$results" | median)
     ratio="$(awk -v a="$rps" -v b="$bare_rps" 'BEGIN { printf "%.2f", a / b }')"
-    printf '| %-9s | %10.0f | %8s× | %8s | %8s |\n' "$target" "$rps" "$ratio" "$p50" "$p99"
+    printf '| %-9s | %10.0f | %8s× | %8s | %8s | %17s |\n' "$target" "$rps" "$ratio" "$p50" "$p99" \
+        "$user_us user + $sys_us sys"
 done
