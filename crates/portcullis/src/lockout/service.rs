@@ -982,114 +982,130 @@ fn respond_with<B, R: RespondToRejection<B>>(
 }
 
 impl<St: AttemptStore, R> Flow<St, R> {
-    async fn run<S, ReqBody, ResBody>(
+    // Not an `async fn`, for the reason `after` gives.
+    #[allow(clippy::manual_async_fn)]
+    fn run<S, ReqBody, ResBody>(
         self,
         mut inner: S,
         request: Request<ReqBody>,
-    ) -> Result<Response<ResBody>, S::Error>
+    ) -> impl Future<Output = Result<Response<ResBody>, S::Error>>
     where
         S: Service<Request<ReqBody>, Response = Response<ResBody>>,
         R: RespondToRejection<ResBody>,
         ReqBody: Body + RejectionBody,
         ReqBody::Error: Into<BoxError>,
     {
-        let config = Arc::clone(&self.config);
-        let now = config.clock.now();
-        let ip = extract::client_ip(&request);
+        async move {
+            let config = Arc::clone(&self.config);
+            let now = config.clock.now();
+            let ip = extract::client_ip(&request);
 
-        // Step 4: the identifier, possibly from the body.
-        let (mut request, identifier) = match read_identifier(&config, request).await {
-            Ok(read) => read,
-            Err((headers, why)) => {
-                let rejection = Rejection::new(FailureReason::InvalidRequest).with_detail(why);
-                return Ok(respond_with(&self.respond, &headers, rejection, Vec::new()));
+            // Step 4: the identifier, possibly from the body.
+            let (mut request, identifier) = match read_identifier(&config, request).await {
+                Ok(read) => read,
+                Err((headers, why)) => {
+                    let rejection = Rejection::new(FailureReason::InvalidRequest).with_detail(why);
+                    return Ok(respond_with(&self.respond, &headers, rejection, Vec::new()));
+                }
+            };
+
+            let mut ctx = self.context(now, ip, identifier);
+
+            let mut counts = AttemptCounts::default();
+            if let Verdict::Reject(rejection) = self.precheck(&mut ctx, &mut counts).await {
+                // Release what was reserved before the refusal.
+                for key in ctx.reservations.take() {
+                    let _ = config.store.release(&key, now).await;
+                }
+                let events = std::mem::take(&mut ctx.events);
+                return Ok(respond_with(
+                    &self.respond,
+                    request.headers(),
+                    rejection,
+                    events,
+                ));
             }
-        };
+            request.extensions_mut().insert(counts);
 
-        let mut ctx = self.context(now, ip, identifier);
-
-        let mut counts = AttemptCounts::default();
-        if let Verdict::Reject(rejection) = self.precheck(&mut ctx, &mut counts).await {
-            // Release what was reserved before the refusal.
-            for key in ctx.reservations.take() {
-                let _ = config.store.release(&key, now).await;
+            if let Some(delay) = config.delay
+                && !config.shadow
+            {
+                let wait = delay.for_failures(counts.account.unwrap_or(0));
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
             }
-            let events = std::mem::take(&mut ctx.events);
-            return Ok(respond_with(
-                &self.respond,
-                request.headers(),
-                rejection,
-                events,
-            ));
+
+            let tracked =
+                ctx.account.is_some() || ctx.ip_key.is_some() || ctx.captcha_unlock.is_some();
+            let headers = FormatHeaders::of(request.headers());
+            let response = inner.call(request).await?;
+            Ok(self.after(ctx, &headers, tracked, response).await)
         }
-        request.extensions_mut().insert(counts);
-
-        if let Some(delay) = config.delay
-            && !config.shadow
-        {
-            let wait = delay.for_failures(counts.account.unwrap_or(0));
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
-            }
-        }
-
-        let tracked = ctx.account.is_some() || ctx.ip_key.is_some() || ctx.captcha_unlock.is_some();
-        let headers = FormatHeaders::of(request.headers());
-        let response = inner.call(request).await?;
-        Ok(self.after(ctx, &headers, tracked, response).await)
     }
 
     /// Step 7 and the response: settles what the response reports (when
     /// anything was tracked or it names an account) and attaches the
     /// events.
-    async fn after<B>(
+    // Not an `async fn`: its arguments would be stored twice in the future
+    // (rust-lang/rust#62958), and this future lives inside every boxed flow.
+    #[allow(clippy::manual_async_fn)]
+    fn after<B>(
         self,
         mut ctx: Request2<St>,
         headers: &FormatHeaders,
         tracked: bool,
         response: Response<B>,
-    ) -> Response<B>
+    ) -> impl Future<Output = Response<B>>
     where
         R: RespondToRejection<B>,
     {
-        let config = Arc::clone(&self.config);
-        if !tracked
-            && AuthOutcome::of(&response)
-                .and_then(AuthOutcome::identifier)
-                .is_none()
-        {
-            return attach(response, ctx.events);
-        }
+        async move {
+            let config = Arc::clone(&self.config);
+            if !tracked
+                && AuthOutcome::of(&response)
+                    .and_then(AuthOutcome::identifier)
+                    .is_none()
+            {
+                return attach(response, ctx.events);
+            }
 
-        // Read what the response says before awaiting: the body type need
-        // not be `Sync`.
-        let reported = Reported::of(&response);
-        let proven = response.extensions().get::<CaptchaSolved>().is_some()
-            || is_captcha_rejection(&response);
-        match self.settle(&mut ctx, reported, proven).await {
-            Ok(None) => {}
-            Ok(Some((lock, policy, account))) if !config.shadow => {
-                // The credential was evaluated for an account that was
-                // locked: answer exactly what the pre-check would have.
-                let rejection = lock_rejection(lock, &policy, config.clock.now(), account.as_ref());
-                let events = std::mem::take(&mut ctx.events);
-                return respond_with(&self.respond, &headers.to_map(), rejection, events);
-            }
-            Ok(Some(_)) => {}
-            Err(err) if config.fail_open => {
-                if !ctx.failed_open {
-                    ctx.events.push(fail_open_event());
+            // Read what the response says before awaiting: the body type need
+            // not be `Sync`.
+            let reported = Reported::of(&response);
+            let proven = response.extensions().get::<CaptchaSolved>().is_some()
+                || is_captcha_rejection(&response);
+            match self.settle(&mut ctx, reported, proven).await {
+                Ok(None) => {}
+                Ok(Some((lock, policy, account))) if !config.shadow => {
+                    // The credential was evaluated for an account that was
+                    // locked: answer exactly what the pre-check would have.
+                    let rejection =
+                        lock_rejection(lock, &policy, config.clock.now(), account.as_ref());
+                    let events = std::mem::take(&mut ctx.events);
+                    return respond_with(&self.respond, &headers.to_map(), rejection, events);
                 }
-                let _ = err;
+                Ok(Some(_)) => {}
+                Err(err) if config.fail_open => {
+                    if !ctx.failed_open {
+                        ctx.events.push(fail_open_event());
+                    }
+                    let _ = err;
+                }
+                Err(err) => {
+                    // The outcome could not be counted: do not hand the attacker
+                    // an answer that was not counted.
+                    let events = std::mem::take(&mut ctx.events);
+                    return respond_with(
+                        &self.respond,
+                        &headers.to_map(),
+                        unavailable(err),
+                        events,
+                    );
+                }
             }
-            Err(err) => {
-                // The outcome could not be counted: do not hand the attacker
-                // an answer that was not counted.
-                let events = std::mem::take(&mut ctx.events);
-                return respond_with(&self.respond, &headers.to_map(), unavailable(err), events);
-            }
+            attach(response, ctx.events)
         }
-        attach(response, ctx.events)
     }
 }
 
@@ -1102,37 +1118,45 @@ fn attach<B>(mut response: Response<B>, events: Vec<SecurityEvent>) -> Response<
 
 /// Reads the identifier the configuration names; on a refusal, hands back
 /// the request headers for the responder.
-async fn read_identifier<St, B>(
+// Not an `async fn`, for the reason `Flow::after` gives.
+#[allow(clippy::manual_async_fn)]
+fn read_identifier<St, B>(
     config: &Config<St>,
     request: Request<B>,
-) -> Result<(Request<B>, Option<Arc<str>>), (HeaderMap, &'static str)>
+) -> impl Future<Output = Result<(Request<B>, Option<Arc<str>>), (HeaderMap, &'static str)>>
 where
     B: Body + RejectionBody,
     B::Error: Into<BoxError>,
 {
-    let Some(source) = &config.identifier else {
-        return Ok((request, None));
-    };
-    let mut found = None;
-    if let (Some(field), Some(kind)) = (
-        &source.field,
-        extract::body_kind(request.method(), request.headers()),
-    ) {
-        let headers = FormatHeaders::of(request.headers()).to_map();
-        let (parts, bytes) = match extract::buffer(request, source.max_body).await {
-            Ok(buffered) => buffered,
-            Err(ReadError::Invalid(why)) => return Err((headers, why)),
-            Err(ReadError::Body) => return Err((headers, "request body could not be read")),
+    async move {
+        let Some(source) = &config.identifier else {
+            return Ok((request, None));
         };
-        match extract::body_field(kind, &bytes, field) {
-            Ok(value) => found = value,
-            Err(ReadError::Invalid(why)) => return Err((parts.headers, why)),
-            Err(ReadError::Body) => return Err((parts.headers, "request body could not be read")),
+        let mut found = None;
+        if let (Some(field), Some(kind)) = (
+            &source.field,
+            extract::body_kind(request.method(), request.headers()),
+        ) {
+            let headers = FormatHeaders::of(request.headers()).to_map();
+            // Boxed: buffering a body is the largest state of the flow (about
+            // 1.3 KiB), and only login requests with a body field need it.
+            let (parts, bytes) = match Box::pin(extract::buffer(request, source.max_body)).await {
+                Ok(buffered) => buffered,
+                Err(ReadError::Invalid(why)) => return Err((headers, why)),
+                Err(ReadError::Body) => return Err((headers, "request body could not be read")),
+            };
+            match extract::body_field(kind, &bytes, field) {
+                Ok(value) => found = value,
+                Err(ReadError::Invalid(why)) => return Err((parts.headers, why)),
+                Err(ReadError::Body) => {
+                    return Err((parts.headers, "request body could not be read"));
+                }
+            }
+            let request = extract::rebuild(parts, bytes);
+            return finish_identifier(source, request, found);
         }
-        let request = extract::rebuild(parts, bytes);
-        return finish_identifier(source, request, found);
+        finish_identifier(source, request, found)
     }
-    finish_identifier(source, request, found)
 }
 
 fn finish_identifier<B>(
